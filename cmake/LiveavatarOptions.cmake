@@ -1,0 +1,20 @@
+# Build options. Each optional dependency can be AUTO (on when found), ON (required) or OFF.
+set(LIVEAVATAR_WITH_FFMPEG AUTO CACHE STRING "FFmpeg (libavformat/libavcodec/libswresample/libswscale): video mux, image/audio decode")
+set(LIVEAVATAR_WITH_SNDFILE AUTO CACHE STRING "libsndfile: WAV/FLAC/OGG/MP3 audio input")
+set(LIVEAVATAR_WITH_SENTENCEPIECE AUTO CACHE STRING "SentencePiece tokenizer shim (loaded with dlopen)")
+set(LIVEAVATAR_WITH_CUDA AUTO CACHE STRING "CUDA kernels and NCCL communicator (AUTO: on when LibTorch has CUDA)")
+option(LIVEAVATAR_BUILD_TESTS "Build GoogleTest tests" ON)
+option(LIVEAVATAR_BUILD_FUZZERS "Build libFuzzer targets (needs clang)" OFF)
+option(LIVEAVATAR_WERROR "Treat warnings as errors (CI)" OFF)
+option(LIVEAVATAR_USE_PCH "Precompiled header for LibTorch" ON)
+
+find_program(CCACHE_PROGRAM ccache)
+if(CCACHE_PROGRAM)
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+  set(CMAKE_C_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+endif()
+
+set(LIVEAVATAR_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+if(LIVEAVATAR_WERROR)
+  list(APPEND LIVEAVATAR_WARNINGS -Werror)
+endif()

@@ -1,0 +1,46 @@
+// Strict weight binding shared by every model (style.md habit 5): a model declares the tensors it consumes as
+// WeightSpecs (checkpoint key + expected shape); LoadWeights() fetches them from a TensorStore, checks shapes,
+// converts dtype/device, and fails with ONE error listing every missing key, every shape mismatch and every
+// key of the store that no spec consumed. make-tiny writes random tensors from the same specs.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "liveavatar/core/status.h"
+#include "liveavatar/io/tensor_store.h"
+
+namespace liveavatar::models {
+
+struct WeightSpec {
+  std::string key;             // exact checkpoint key, e.g. "blocks.0.self_attn.q.weight"
+  std::vector<int64_t> shape;  // expected shape
+  bool optional = false;       // absent is fine (e.g. lm_head of wav2vec2)
+  // Value make-tiny writes for this tensor: "normal" (random, scaled by 1/sqrt(fan_in)), "ones", "zeros".
+  std::string init = "normal";
+};
+
+struct LoadOptions {
+  c10::ScalarType dtype = c10::kFloat;  // floating tensors are converted to this; integer tensors keep theirs
+  c10::Device device = c10::Device(c10::kCPU);
+  // Keys of the store starting with one of these are allowed to go unused (e.g. "lm_head." for wav2vec2).
+  std::vector<std::string> ignore_prefixes;
+  // Keys whose dtype must be kept as stored (e.g. norms kept in fp32 while the model runs in bf16).
+  std::vector<std::string> keep_fp32_suffixes;
+};
+
+using WeightMap = std::map<std::string, at::Tensor>;
+
+// Loads exactly `specs` from `store`. Errors name store.path() and list the offending keys with both shapes.
+StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
+                                const LoadOptions& options);
+
+// Fetches `key` from `weights`; throws c10::Error naming the key when absent (a bug: specs and model disagree).
+const at::Tensor& W(const WeightMap& weights, const std::string& key);
+
+}  // namespace liveavatar::models

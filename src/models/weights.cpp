@@ -1,0 +1,79 @@
+#include "liveavatar/models/weights.h"
+
+#include <set>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+namespace liveavatar::models {
+
+namespace {
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << "]";
+  return o.str();
+}
+bool StartsWith(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool EndsWith(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+}  // namespace
+
+StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
+                                const LoadOptions& options) {
+  std::vector<std::string> missing, mismatched, unused;
+  std::set<std::string> consumed;
+  WeightMap out;
+  for (const auto& spec : specs) {
+    consumed.insert(spec.key);
+    if (!store.Contains(spec.key)) {
+      if (!spec.optional) missing.push_back(spec.key + " " + ShapeStr(spec.shape));
+      continue;
+    }
+    LA_ASSIGN_OR_RETURN(io::TensorMeta meta, store.Meta(spec.key));
+    if (meta.shape != spec.shape) {
+      mismatched.push_back(spec.key + ": file " + ShapeStr(meta.shape) + ", expected " + ShapeStr(spec.shape));
+      continue;
+    }
+  }
+  for (const auto& key : store.Keys()) {
+    if (consumed.count(key)) continue;
+    bool ignored = false;
+    for (const auto& p : options.ignore_prefixes) ignored = ignored || StartsWith(key, p);
+    if (!ignored) unused.push_back(key);
+  }
+  if (!missing.empty() || !mismatched.empty() || !unused.empty()) {
+    std::ostringstream o;
+    o << store.path() << ": checkpoint does not match the model:";
+    auto list = [&o](const char* what, const std::vector<std::string>& v) {
+      if (v.empty()) return;
+      o << "\n  " << v.size() << " " << what << ":";
+      for (const auto& s : v) o << "\n    " << s;
+    };
+    list("missing key(s)", missing);
+    list("shape mismatch(es)", mismatched);
+    list("unexpected key(s)", unused);
+    return Status::Corruption(o.str());
+  }
+  for (const auto& spec : specs) {
+    if (!store.Contains(spec.key)) continue;
+    LA_ASSIGN_OR_RETURN(at::Tensor t, store.Get(spec.key));
+    bool keep = false;
+    for (const auto& s : options.keep_fp32_suffixes) keep = keep || EndsWith(spec.key, s);
+    auto dtype = t.scalar_type();
+    if (at::isFloatingType(dtype)) dtype = keep ? c10::kFloat : options.dtype;
+    // Always copy: the store's tensors may alias a read-only mapping.
+    out[spec.key] = t.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  }
+  return out;
+}
+
+const at::Tensor& W(const WeightMap& weights, const std::string& key) {
+  auto it = weights.find(key);
+  TORCH_CHECK(it != weights.end(), "model weight '", key, "' was not loaded (spec/model mismatch)");
+  return it->second;
+}
+
+}  // namespace liveavatar::models
