@@ -39,6 +39,12 @@ if(PkgConfig_FOUND AND NOT LIVEAVATAR_WITH_FFMPEG STREQUAL "OFF")
 endif()
 la_optional_dep(FFMPEG ${LIVEAVATAR_WITH_FFMPEG} ${_ffmpeg_found})
 
+# libpng / libjpeg: still-image input when FFmpeg is absent (and the JPEG path that matches PIL's decoder).
+find_package(PNG QUIET)
+la_optional_dep(PNG AUTO ${PNG_FOUND})
+find_package(JPEG QUIET)
+la_optional_dep(JPEG AUTO ${JPEG_FOUND})
+
 set(_sndfile_found FALSE)
 if(PkgConfig_FOUND AND NOT LIVEAVATAR_WITH_SNDFILE STREQUAL "OFF")
   pkg_check_modules(SNDFILE QUIET IMPORTED_TARGET sndfile)
@@ -60,4 +66,5 @@ endif()
 la_optional_dep(CUDA ${LIVEAVATAR_WITH_CUDA} ${_cuda_found})
 
 message(STATUS "liveavatar: LibTorch ${Torch_VERSION}; FFmpeg=${LIVEAVATAR_HAVE_FFMPEG} sndfile=${LIVEAVATAR_HAVE_SNDFILE} "
+               "png=${LIVEAVATAR_HAVE_PNG} jpeg=${LIVEAVATAR_HAVE_JPEG} "
                "sentencepiece=${LIVEAVATAR_HAVE_SENTENCEPIECE} cuda=${LIVEAVATAR_HAVE_CUDA}")

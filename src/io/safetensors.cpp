@@ -161,22 +161,57 @@ StatusOr<at::Tensor> SafetensorsReader::Get(const std::string& key) const {
 
 Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                         const std::map<std::string, std::string>& metadata) {
+  std::vector<DType> dtypes;
+  dtypes.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    if (!t.defined()) return Status::InvalidArgument(path + ": tensor '" + name + "' is undefined");
+    auto dt = FromScalarType(t.scalar_type());
+    if (!dt.ok()) return Status::NotSupported(path + ": tensor '" + name + "': " + dt.status().message());
+    dtypes.push_back(dt.value());
+  }
+  return WriteSafetensorsTyped(path, tensors, dtypes, metadata);
+}
+
+Status WriteSafetensorsTyped(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                             const std::vector<DType>& dtypes, const std::map<std::string, std::string>& metadata) {
+  if (dtypes.size() != tensors.size()) {
+    return Status::InvalidArgument(path + ": " + std::to_string(dtypes.size()) + " dtypes for " +
+                                   std::to_string(tensors.size()) + " tensors");
+  }
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> cpu;
   cpu.reserve(tensors.size());
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    if (name.empty() || name == "__metadata__") return Status::InvalidArgument(path + ": invalid tensor name '" + name + "'");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::string& name = tensors[i].first;
+    const at::Tensor& t = tensors[i].second;
+    const DType dt = dtypes[i];
+    if (name.empty() || name == "__metadata__") {
+      return Status::InvalidArgument(path + ": invalid tensor name '" + name + "'");
+    }
     if (header.contains(name)) return Status::InvalidArgument(path + ": duplicate tensor name '" + name + "'");
-    LA_ASSIGN_OR_RETURN(DType dt, FromScalarType(t.scalar_type()));
+    if (!t.defined()) return Status::InvalidArgument(path + ": tensor '" + name + "' is undefined");
+    if (static_cast<size_t>(t.element_size()) != DTypeSize(dt) || t.is_complex()) {
+      return Status::InvalidArgument(path + ": tensor '" + name + "' of type " + c10::toString(t.scalar_type()) +
+                                     " cannot be written as " + DTypeName(dt));
+    }
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     const uint64_t nbytes = static_cast<uint64_t>(c.numel()) * DTypeSize(dt);
-    header[name] = {{"dtype", DTypeName(dt)}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
+    nlohmann::json entry = nlohmann::json::object();
+    entry["dtype"] = DTypeName(dt);
+    entry["shape"] = c.sizes().vec();
+    entry["data_offsets"] = nlohmann::json::array({offset, offset + nbytes});
+    header[name] = std::move(entry);
     offset += nbytes;
     cpu.push_back(std::move(c));
   }
-  std::string hs = header.dump();
+  std::string hs;
+  try {
+    hs = header.dump();
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path + ": tensor names / metadata are not valid UTF-8: " + e.what());
+  }
   while ((8 + hs.size()) % 8 != 0) hs.push_back(' ');  // keep the data section 8-byte aligned
   const std::string tmp = path + ".partial";
   {
@@ -192,6 +227,7 @@ Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std
     }
     out.flush();
     if (!out) {
+      out.close();
       std::remove(tmp.c_str());
       return Status::IOError(tmp + ": write failed (disk full?)");
     }

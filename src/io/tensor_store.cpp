@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include "liveavatar/io/pth.h"
 #include "liveavatar/io/safetensors.h"
+#include "liveavatar/io/safetensors_index.h"
 
 namespace liveavatar::io {
 
@@ -46,8 +48,16 @@ std::shared_ptr<TensorStore> MakeMemoryStore(std::map<std::string, at::Tensor> t
 }
 
 StatusOr<std::shared_ptr<TensorStore>> OpenTensorStore(const std::string& path) {
+  if (EndsWith(path, ".safetensors.index.json")) {
+    LA_ASSIGN_OR_RETURN(auto r, SafetensorsIndexReader::Open(path));
+    return std::shared_ptr<TensorStore>(std::move(r));
+  }
   if (EndsWith(path, ".safetensors")) {
     LA_ASSIGN_OR_RETURN(auto r, SafetensorsReader::Open(path));
+    return std::shared_ptr<TensorStore>(std::move(r));
+  }
+  if (EndsWith(path, ".pth") || EndsWith(path, ".pt") || EndsWith(path, ".bin")) {
+    LA_ASSIGN_OR_RETURN(auto r, PthReader::Open(path));
     return std::shared_ptr<TensorStore>(std::move(r));
   }
   return Status::NotSupported(path + ": unsupported checkpoint file type (expected .safetensors, "

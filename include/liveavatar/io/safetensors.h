@@ -71,4 +71,10 @@ class SafetensorsReader : public TensorStore {
 Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                         const std::map<std::string, std::string>& metadata = {});
 
+// WriteSafetensors with the safetensors dtype of each tensor given explicitly (dtypes.size() == tensors.size()),
+// e.g. uint8 raw bits written as F8_E4M3 / F8_E5M2 on LibTorch < 2.1, or to keep a source file's F8 spelling.
+// Each tensor's element size must equal the dtype's size (InvalidArgument naming the tensor otherwise).
+Status WriteSafetensorsTyped(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                             const std::vector<DType>& dtypes, const std::map<std::string, std::string>& metadata = {});
+
 }  // namespace liveavatar::io

@@ -13,4 +13,9 @@ namespace liveavatar::models {
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      std::optional<double> scale = std::nullopt);
 
+// Same, with an additive logit bias (relative position bias, key masks) broadcastable to [B, H, Lq, Lk]; it is
+// added after scaling and before the fp32 softmax, in the inputs' dtype (cast to it if needed).
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                     std::optional<double> scale = std::nullopt);
+
 }  // namespace liveavatar::models

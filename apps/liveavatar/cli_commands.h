@@ -1,0 +1,14 @@
+// Subcommand bodies of the `liveavatar` executable. Each takes the parsed command, does its work, logs, and
+// returns the process exit status (0 success, 1 failure, 2 usage / not yet implemented). Internal to
+// apps/liveavatar; main.cpp dispatches and catches exceptions once.
+#pragma once
+
+#include "cli_parse.h"
+
+namespace liveavatar::cli {
+
+int RunDoctor(const ParsedCommand& cmd);    // cli_doctor.cpp
+int RunConvert(const ParsedCommand& cmd);   // cli_convert.cpp
+int RunMakeTiny(const ParsedCommand& cmd);  // cli_make_tiny.cpp
+
+}  // namespace liveavatar::cli

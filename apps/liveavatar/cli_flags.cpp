@@ -1,0 +1,246 @@
+#include "cli_flags.h"
+
+#include <optional>
+#include <utility>
+
+#include <CLI/CLI.hpp>
+
+#include "cli_parse.h"
+#include "liveavatar/pipeline/options.h"
+
+namespace liveavatar::cli {
+
+namespace {
+
+using Binder = std::function<CLI::Option*(CLI::App&, const FlagDef&, ParsedCommand&)>;
+
+// Binders: each takes a getter returning the field of ParsedCommand the flag fills.
+template <typename Get>
+Binder Value(Get get) {
+  return [get](CLI::App& app, const FlagDef& d, ParsedCommand& t) {
+    return app.add_option(d.name, get(t), d.help)->capture_default_str();
+  };
+}
+
+template <typename Get>
+Binder Required(Get get) {
+  return [get](CLI::App& app, const FlagDef& d, ParsedCommand& t) {
+    return app.add_option(d.name, get(t), d.help)->required();
+  };
+}
+
+template <typename Get>
+Binder Switch(Get get) {
+  return [get](CLI::App& app, const FlagDef& d, ParsedCommand& t) { return app.add_flag(d.name, get(t), d.help); };
+}
+
+// An optional<T> filled only when the flag is given (argparse default None).
+template <typename T, typename Get>
+Binder Optional(Get get) {
+  return [get](CLI::App& app, const FlagDef& d, ParsedCommand& t) {
+    std::optional<T>* field = &get(t);
+    return app.add_option_function<T>(d.name, [field](const T& v) { *field = v; }, d.help);
+  };
+}
+
+// The reference's str2bool into an optional<bool>.
+template <typename Get>
+Binder Str2Bool(Get get) {
+  return [get](CLI::App& app, const FlagDef& d, ParsedCommand& t) {
+    std::optional<bool>* field = &get(t);
+    const std::string flag = d.name;
+    return app.add_option_function<std::string>(
+        d.name,
+        [field, flag](const std::string& v) {
+          auto parsed = pipeline::ParseBool(v, flag);
+          if (!parsed.ok()) throw CLI::ValidationError(parsed.status().message());
+          *field = *parsed;
+        },
+        d.help);
+  };
+}
+
+#define LA_FIELD(expr) [](ParsedCommand& t) -> auto& { return t.expr; }
+
+const char* kInputs = "Inputs";
+const char* kModel = "Model";
+const char* kSampling = "Sampling";
+const char* kParallel = "Parallelism";
+const char* kMemory = "Memory";
+const char* kOutput = "Output";
+const char* kLogging = "Logging";
+
+std::vector<FlagDef> BuildTable() {
+  std::vector<FlagDef> t;
+  auto add = [&t](std::string name, const char* group, std::string hint, unsigned subs, std::string help,
+                  Binder bind, std::string env = "") {
+    t.push_back(FlagDef{std::move(name), group, std::move(hint), std::move(help), std::move(env), subs,
+                        std::move(bind)});
+  };
+  const std::string kRefIgnores = " [reference ignores; accepted with a warning]";
+  const std::string kUnsupported = " [not supported; accepted with a warning]";
+
+  // ---- Inputs ----
+  add("--image", kInputs, "PATH", kSubRun, "Reference image (jpg/png); its aspect ratio sets the output shape",
+      Value(LA_FIELD(run.generate.image)));
+  add("--audio", kInputs, "PATH", kSubRun, "Driving speech (wav/mp3/flac); its length caps the clip count",
+      Value(LA_FIELD(run.generate.audio)));
+  add("--prompt", kInputs, "TEXT", kSubRun, "Text prompt for the umT5 encoder", Value(LA_FIELD(run.generate.prompt)));
+  add("--sample_list", kInputs, "PATH", kSubBatch,
+      "json/yaml dict {name: {prompt, image, audio, num_clip}} of samples to render",
+      Required(LA_FIELD(run.generate.sample_list)));
+  add("--pose_video", kInputs, "PATH", kSubRun, "DW-pose driving video" + kUnsupported,
+      Value(LA_FIELD(run.generate.pose_video)));
+  add("--use_prompt_extend", kInputs, "", kSubRun, "Rewrite the prompt with Qwen/DashScope" + kUnsupported,
+      Switch(LA_FIELD(run.generate.use_prompt_extend)));
+  add("--prompt_extend_method", kInputs, "dashscope|local_qwen", kSubRun, "Prompt extension backend" + kUnsupported,
+      Value(LA_FIELD(run.generate.prompt_extend_method)));
+  add("--prompt_extend_model", kInputs, "NAME", kSubRun, "Prompt extension model" + kUnsupported,
+      Value(LA_FIELD(run.generate.prompt_extend_model)));
+  add("--prompt_extend_target_lang", kInputs, "zh|en", kSubRun, "Prompt extension language" + kUnsupported,
+      Value(LA_FIELD(run.generate.prompt_extend_target_lang)));
+  add("--enable_tts", kInputs, "", kSubRun, "Synthesise the audio with CosyVoice" + kUnsupported,
+      Switch(LA_FIELD(run.generate.enable_tts)));
+  add("--tts_prompt_audio", kInputs, "PATH", kSubRun, "TTS voice prompt audio" + kUnsupported,
+      Value(LA_FIELD(run.generate.tts_prompt_audio)));
+  add("--tts_prompt_text", kInputs, "TEXT", kSubRun, "TTS voice prompt transcript" + kUnsupported,
+      Value(LA_FIELD(run.generate.tts_prompt_text)));
+  add("--tts_text", kInputs, "TEXT", kSubRun, "Text to synthesise" + kUnsupported,
+      Value(LA_FIELD(run.generate.tts_text)));
+  add("--use_dataset", kInputs, "", kSubRun, "Read inputs from the training dataset" + kRefIgnores,
+      Switch(LA_FIELD(run.generate.use_dataset)));
+  add("--dataset_sample_idx", kInputs, "N", kSubRun, "Dataset sample index" + kRefIgnores,
+      Value(LA_FIELD(run.generate.dataset_sample_idx)));
+  add("input", kInputs, "IN", kSubConvert, "Input tensor file: .safetensors, .safetensors.index.json, .pth, .pt, .bin",
+      Required(LA_FIELD(convert.input)));
+  add("output", kInputs, "OUT", kSubConvert, "Output .safetensors file", Required(LA_FIELD(convert.output)));
+  add("--config", kInputs, "PATH", kSubMakeTiny,
+      "Tiny model config (default: configs/tiny.json in the working directory, else in the source tree)",
+      Value(LA_FIELD(make_tiny.config)));
+  add("--corpus", kInputs, "PATH", kSubMakeTiny,
+      "Text the tiny SentencePiece model is trained on (default: configs/tiny_corpus.txt, found like --config)",
+      Value(LA_FIELD(make_tiny.corpus)));
+
+  // ---- Model ----
+  add("--task", kModel, "NAME", kSubRun, "Task; only s2v-14B is supported (reference choices t2v-A14B, "
+      "i2v-A14B, ti2v-5B, s2v-14B)", Value(LA_FIELD(run.generate.task)));
+  add("--ckpt_dir", kModel, "DIR", kSubRun, "Wan2.2-S2V-14B checkpoint directory (docs/checkpoints.md)",
+      Value(LA_FIELD(run.generate.ckpt_dir)), "LIVEAVATAR_CKPT_DIR");
+  add("--ckpt_dir", kModel, "DIR", kSubDoctor, "Checkpoint directory to check (docs/checkpoints.md)",
+      Required(LA_FIELD(doctor.ckpt_dir)), "LIVEAVATAR_CKPT_DIR");
+  add("--load_lora,!--no_load_lora", kModel, "", kSubRun,
+      "Merge the DMD LoRA of --lora_path_dmd into the DiT (default on, as in the launch scripts)",
+      Switch(LA_FIELD(run.generate.load_lora)));
+  add("--lora_path_dmd", kModel, "PATH", kSubRun,
+      "LoRA .safetensors (PEFT layout); the HF id Quark-Vision/Live-Avatar means "
+      "ckpt/LiveAvatar/liveavatar.safetensors", Value(LA_FIELD(run.generate.lora_path_dmd)));
+  add("--lora_path_dmd", kModel, "PATH", kSubDoctor, "LoRA file to check as well",
+      Value(LA_FIELD(doctor.lora_path)));
+  add("--training_config", kModel, "PATH", kSubRun,
+      "yaml/json with lora_rank, lora_alpha, lora_target_modules (default: r=128, alpha=64, q,k,v,o,ffn.0,ffn.2)",
+      Value(LA_FIELD(run.generate.training_config)));
+  add("--lora_path", kModel, "PATH", kSubRun, "Generic LoRA path" + kRefIgnores, Value(LA_FIELD(run.generate.lora_path)));
+  add("--using_merged_ckpt", kModel, "", kSubRun, "Checkpoint already has the LoRA merged" + kRefIgnores,
+      Switch(LA_FIELD(run.generate.using_merged_ckpt)));
+  add("--out", kModel, "DIR", kSubMakeTiny, "Directory to write the tiny checkpoint into",
+      Required(LA_FIELD(make_tiny.out)));
+  add("--seed", kModel, "N", kSubMakeTiny, "Seed of the random weights", Value(LA_FIELD(make_tiny.seed)));
+  add("--dtype", kModel, "bf16|fp16|fp32", kSubConvert,
+      "Convert floating tensors to this type (default: keep each tensor's type)", Value(LA_FIELD(convert.dtype)));
+
+  // ---- Sampling ----
+  add("--size", kSampling, "W*H", kSubRun,
+      "Target area, one of 720*1280 1280*720 480*832 832*480 704*1280 1280*704 1024*704 704*1024 720*400 704*384 "
+      "688*368 384*256; the shape follows the image (default: 704*384 on one GPU, 720*400 with TPP)",
+      Value(LA_FIELD(run.generate.size)));
+  add("--num_clip", kSampling, "N", kSubRun, "Clips to generate, capped by the audio length",
+      Value(LA_FIELD(run.generate.num_clip)));
+  add("--infer_frames", kSampling, "N", kSubRun, "Frames per clip, a multiple of 4",
+      Value(LA_FIELD(run.generate.infer_frames)));
+  add("--sample_steps", kSampling, "N", kSubRun, "Denoising steps (TPP: one per DiT GPU)",
+      Value(LA_FIELD(run.generate.sample_steps)));
+  add("--sample_solver", kSampling, "euler|unipc|dpm++", kSubRun,
+      "Sampler; only euler exists (others: warning, euler used)", Value(LA_FIELD(run.generate.sample_solver)));
+  add("--base_seed", kSampling, "N", kSubRun, "Noise seed (clip r uses base_seed + r); -1 = random",
+      Value(LA_FIELD(run.generate.base_seed)));
+  add("--rolling_sink_d", kSampling, "D", kSubRun,
+      "Rolling-sink offset d in 4..30 for every call; -1 = draw d from an RNG seeded by --base_seed "
+      "(the reference draws it unseeded)", Value(LA_FIELD(run.generate.rolling_sink_d)));
+  add("--sample_shift", kSampling, "X", kSubRun, "Flow-matching shift (fixed at 3)" + kRefIgnores,
+      Optional<double>(LA_FIELD(run.generate.sample_shift)));
+  add("--sample_guide_scale", kSampling, "X", kSubRun, "CFG scale (no CFG is run)" + kRefIgnores,
+      Optional<double>(LA_FIELD(run.generate.sample_guide_scale)));
+  add("--frame_num", kSampling, "N", kSubRun, "Frame count 4n+1 (s2v uses --infer_frames)" + kRefIgnores,
+      Optional<int64_t>(LA_FIELD(run.generate.frame_num)));
+  add("--start_from_ref", kSampling, "", kSubRun, "Use the image as the first frame" + kRefIgnores,
+      Switch(LA_FIELD(run.generate.start_from_ref)));
+  add("--drop_motion_noisy", kSampling, "", kSubRun, "Drop noisy motion frames" + kRefIgnores,
+      Switch(LA_FIELD(run.generate.drop_motion_noisy)));
+
+  // ---- Parallelism ----
+  add("--num_gpus_dit", kParallel, "N", kSubRun, "GPUs running DiT steps in TPP (forced to 1 on one process)",
+      Value(LA_FIELD(run.parallel.num_gpus_dit)));
+  add("--ulysses_size", kParallel, "N", kSubRun, "Ulysses sequence-parallel degree",
+      Value(LA_FIELD(run.parallel.ulysses_size)));
+  add("--enable_vae_parallel", kParallel, "", kSubRun, "Decode on a dedicated last rank (required with TPP)",
+      Switch(LA_FIELD(run.parallel.enable_vae_parallel)));
+  add("--single_gpu", kParallel, "", kSubRun, "Single-GPU pipeline (forced from the world size)",
+      Switch(LA_FIELD(run.parallel.single_gpu)));
+  add("--t5_fsdp", kParallel, "", kSubRun, "Shard T5 with FSDP", Switch(LA_FIELD(run.parallel.t5_fsdp)));
+  add("--dit_fsdp", kParallel, "", kSubRun, "Shard the DiT with FSDP across all ranks",
+      Switch(LA_FIELD(run.parallel.dit_fsdp)));
+  add("--fsdp_prefetch", kParallel, "N", kSubRun, "FSDP blocks gathered ahead of the running one",
+      Value(LA_FIELD(run.parallel.fsdp_prefetch)));
+  add("--nproc_per_node", kParallel, "N", kSubRun, "Processes to launch on this node (like torchrun)",
+      Value(LA_FIELD(run.parallel.nproc_per_node)));
+  add("--threads", kParallel, "N", kSubAll, "CPU threads for LibTorch; 0 = LIVEAVATAR_NUM_THREADS or all cores",
+      Value(LA_FIELD(run.parallel.threads)));
+
+  // ---- Memory ----
+  add("--offload_model", kMemory, "BOOL", kSubRun,
+      "Offload models to CPU between uses: True/False/true/false/1/0 (default: True on one GPU, False with TPP)",
+      Str2Bool(LA_FIELD(run.memory.offload_model)));
+  add("--offload_kv_cache", kMemory, "", kSubRun, "Keep KV caches on CPU (single GPU only; slow)",
+      Switch(LA_FIELD(run.memory.offload_kv_cache)));
+  add("--t5_cpu", kMemory, "", kSubRun, "Run T5 on the CPU", Switch(LA_FIELD(run.memory.t5_cpu)));
+  add("--fp8,!--no_fp8", kMemory, "", kSubRun,
+      "FP8 DiT linears; skipped with a log line where FP8 GEMM is missing (default on)",
+      Switch(LA_FIELD(run.memory.fp8)));
+  add("--convert_model_dtype,!--no_convert_model_dtype", kMemory, "", kSubRun,
+      "Cast the DiT to bf16 (default on; a no-op after bf16 loading)", Switch(LA_FIELD(run.memory.convert_model_dtype)));
+  add("--enable_online_decode", kMemory, "", kSubRun, "Decode clip 0 at once and refresh the sink (single GPU)",
+      Switch(LA_FIELD(run.memory.enable_online_decode)));
+  add("--max_gpu_mem_gb", kMemory, "GB", kSubRun, "Per-GPU memory budget for the planner; 0 = free memory",
+      Value(LA_FIELD(run.memory.max_gpu_mem_gb)));
+  add("--auto_plan", kMemory, "", kSubRun, "Let the planner pick offload/FSDP/FP8 to fit the budget",
+      Switch(LA_FIELD(run.memory.auto_plan)));
+  add("--vae_tiling", kMemory, "", kSubRun, "Decode the VAE in spatial tiles", Switch(LA_FIELD(run.memory.vae_tiling)));
+
+  // ---- Output ----
+  add("--save_file", kOutput, "PATH", kSubGenerate | kSubBench,
+      "Output video (default: <save_dir>/<time>_<steps>step_<prompt[:50]>.mp4)", Value(LA_FIELD(run.output.save_file)));
+  add("--save_dir", kOutput, "DIR", kSubRun, "Output directory", Value(LA_FIELD(run.output.save_dir)));
+  add("--crf", kOutput, "N", kSubRun, "libx264 CRF (10 = the reference's imageio quality 8)",
+      Value(LA_FIELD(run.output.crf)));
+  add("--preset", kOutput, "NAME", kSubRun, "libx264 preset", Value(LA_FIELD(run.output.preset)));
+  add("--report", kOutput, "PATH", kSubRun, "Write a JSON run report (timings, plan, memory)",
+      Value(LA_FIELD(run.output.report)));
+  add("--overwrite", kOutput, "", kSubBatch, "Re-render samples whose output exists",
+      Switch(LA_FIELD(run.output.overwrite)));
+
+  // ---- Logging ----
+  add("--log-level", kLogging, "LEVEL", kSubAll, "trace, debug, info, warn, error or off",
+      Value(LA_FIELD(log_level)), "LIVEAVATAR_LOG_LEVEL");
+  return t;
+}
+
+#undef LA_FIELD
+
+}  // namespace
+
+const std::vector<FlagDef>& FlagTable() {
+  static const std::vector<FlagDef> kTable = BuildTable();
+  return kTable;
+}
+
+}  // namespace liveavatar::cli

@@ -1,0 +1,122 @@
+// CausalWanS2V: the streaming S2V DiT of Live Avatar (upstream CausalWanModel_S2V, inference path) over a
+// WeightMap. Two entry points, both taking every input explicitly and writing into a caller-owned per-step
+// cache (runtime::DitStepCache):
+//   * SinkPrefill: reference + FramePack motion tokens at t = 0; writes the un-rotated cond k/v of every layer.
+//   * StreamBlock: one block of latent frames at one denoising step; writes the block's rotated k/v into the
+//     ring and returns the flow prediction.
+// The rolling-sink offset d (upstream's unseeded random.randint(4, 30)) is an explicit argument.
+//
+// Dtypes: fp32, or bf16 with fp32 islands (time embedding, modulation arithmetic, gated residual adds, head and
+// audio encoder run in fp32). Device: wherever the weights live; inputs are moved there. Models never call
+// collectives; block boundaries are exposed through BlockHooks (FSDP/offload gather weights in `before`) and the
+// attention kernel is pluggable (Ulysses).
+// Thread safety: const methods may run concurrently on different caches unless hooks say otherwise.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "liveavatar/core/status.h"
+#include "liveavatar/models/dit/config.h"
+#include "liveavatar/models/dit/modules.h"
+#include "liveavatar/models/weights.h"
+#include "liveavatar/runtime/kv_cache.h"
+
+namespace liveavatar::models::dit {
+
+// Pipeline constants of Live Avatar's streaming S2V.
+constexpr int64_t kAudioPrefixFrames = 73;  // motion_frames[0]: audio frames prepended before encoding
+constexpr int64_t kSinkRefFrame = 30;       // RoPE frame of the reference tokens (before the rolling shift)
+
+struct StreamInputs {
+  at::Tensor x;            // [in_dim, F, H, W] noisy latents of the block (F = 3)
+  at::Tensor timestep;     // [1, F] or [F] (float) timestep of each frame
+  at::Tensor context;      // [L, text_dim], L <= text_len (umT5 output)
+  at::Tensor cond_states;  // [1, cond_dim, F, H, W]; undefined = zeros (no pose video)
+  at::Tensor audio_input;  // [1, 25, audio_dim, 4·F] wav2vec2 layers of this block
+  int64_t current_start = 0;  // absolute token offset of the block ((12·clip + 3·block)·fs)
+  int64_t relative_dist = 0;  // rolling-sink offset d of this call
+};
+
+struct SinkInputs {
+  at::Tensor ref_latents;     // [1, in_dim, 1, H, W]
+  at::Tensor motion_latents;  // [1, in_dim, Fm, H, W] (last 19 frames used; zero-padded at the front)
+  at::Tensor context;         // [L, text_dim]
+};
+
+// Called around every transformer block (layer index), e.g. to gather/offload that block's weights.
+struct BlockHooks {
+  std::function<void(int64_t layer)> before;
+  std::function<void(int64_t layer)> after;
+};
+
+// Receives named intermediates (the fixtures' dbg.* names without the prefix) when set.
+using DebugTap = std::function<void(const std::string& name, const at::Tensor& value)>;
+
+class CausalWanS2V {
+ public:
+  // Takes `weights` (checkpoint keys, any float dtype, LoRA already merged) and converts them for `dtype` on
+  // `device`: fp32 islands stay fp32, everything else becomes `dtype`. Errors name the missing keys.
+  static StatusOr<CausalWanS2V> Create(const DitConfig& config, WeightMap weights, c10::ScalarType dtype,
+                                       const c10::Device& device);
+
+  const DitConfig& config() const { return config_; }
+  const WeightMap& weights() const { return weights_; }
+  c10::ScalarType dtype() const { return dtype_; }
+  const c10::Device& device() const { return device_; }
+
+  void set_attention(AttentionFn fn) { attention_ = std::move(fn); }
+  void set_block_hooks(BlockHooks hooks) { hooks_ = std::move(hooks); }
+  void set_debug_tap(DebugTap tap) { tap_ = std::move(tap); }
+
+  // Cache geometry for latent grid H x W and `latent_frames_per_clip` (12) latent frames per ring;
+  // cond capacity = the sink token count unless `cond_capacity` > 0.
+  runtime::DitCacheGeometry CacheGeometry(int64_t latent_h, int64_t latent_w, int64_t latent_frames_per_clip,
+                                          int64_t cond_capacity = 0) const;
+
+  // Sink prefill into `cache` (every layer's cond_k/cond_v[:n], cond_end = max(cond_end, n)).
+  // REQUIRES: cache geometry matches the model and the latent grid.
+  void SinkPrefill(const SinkInputs& in, runtime::DitStepCache& cache) const;
+
+  // One streaming call: returns the flow prediction [out_dim, F, H, W] (fp32) and writes the block's k/v into
+  // ring rows PlanRing(current_start, F·fs, ring).
+  at::Tensor StreamBlock(const StreamInputs& in, runtime::DitStepCache& cache) const;
+
+  // Timestep conditioning: t [N] -> e [N, dim], e0 [N, 6, dim] (fp32).
+  void TimeConditioning(const at::Tensor& t, at::Tensor* e, at::Tensor* e0) const;
+
+ private:
+  CausalWanS2V(DitConfig config, WeightMap weights, c10::ScalarType dtype, c10::Device device);
+  // Self-attention + cross-attention + FFN of layer i on the residual x [1, N, dim] (fp32) with per-frame
+  // modulation rows mod_rows [F, 6, dim] (F frames of rows_per_frame tokens). `self_attn` receives q, k
+  // (RMSNormed, not rotated) and v [1, N, heads, head_dim]; it applies RoPE, updates the cache and attends.
+  // Returns the new residual (fp32).
+  at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& mod_rows, int64_t rows_per_frame,
+                   const at::Tensor& text, const std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k,
+                                                                          const at::Tensor& v)>& self_attn) const;
+  void Tap(const std::string& name, const at::Tensor& t) const {
+    if (tap_) tap_(name, t);
+  }
+
+  DitConfig config_;
+  WeightMap weights_;
+  c10::ScalarType dtype_;
+  c10::Device device_;
+  AttentionFn attention_;
+  BlockHooks hooks_;
+  DebugTap tap_;
+};
+
+// Loads config.json + diffusion_pytorch_model.safetensors (or a sharded index) from `dir` with strict key
+// checking; returns the config and the fp32 weights (for LoRA merging before CausalWanS2V::Create).
+struct DitCheckpoint {
+  DitConfig config;
+  WeightMap weights;
+};
+StatusOr<DitCheckpoint> LoadDitCheckpoint(const std::string& dir);
+
+}  // namespace liveavatar::models::dit

@@ -1,0 +1,41 @@
+// LoRA merge (PEFT `merge_and_unload` semantics): for every adapted Linear, W ← W + (alpha / rank)·B·A with
+// lora_A [rank, in] and lora_B [out, rank]; biases unchanged. Reads the PEFT in-model layout
+// `[base_model.model.]<module>.lora_{A,B}[.default].weight`. Targets are matched PEFT-style: a module matches a
+// target when its name equals it or ends with "." + target.
+//
+// Thread safety: mutates the given WeightMap; callers serialise.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "liveavatar/core/status.h"
+#include "liveavatar/io/tensor_store.h"
+#include "liveavatar/models/weights.h"
+
+namespace liveavatar::models {
+
+// Live Avatar's target list: "q", "k", "v", "o", "ffn.0", "ffn.2".
+std::vector<std::string> DefaultLoraTargets();
+
+// training_config_lora.json: lora_rank, lora_alpha, lora_target_modules ("q,k,v,o,ffn.0,ffn.2" or a list).
+struct LoraTrainingConfig {
+  int rank = 0;
+  double alpha = 0;
+  std::vector<std::string> targets;
+};
+StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path);
+
+// Merges every A/B pair of `lora` into `weights` (merge in fp32, result in the weight's dtype). Returns the
+// number of merged pairs. Errors (weights untouched) list every LoRA key that does not resolve to a targeted
+// `<module>.weight` of `weights`, unpaired A/B tensors, and rank/shape mismatches.
+StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
+                        const std::vector<std::string>& targets = DefaultLoraTargets());
+
+// Opens `lora_path`; alpha/rank/targets default to training_config_lora.json in the same folder (an error names
+// that file when it is needed and absent).
+StatusOr<int> MergeLoraFile(WeightMap& weights, const std::string& lora_path, std::optional<double> alpha,
+                            std::optional<int> rank);
+
+}  // namespace liveavatar::models

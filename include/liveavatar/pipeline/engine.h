@@ -1,0 +1,112 @@
+// Engine: the single-process Live Avatar pipeline. Loads every model of a checkpoint directory once, then
+// renders any number of requests (image + audio + prompt -> video), streaming: each finished block of latents
+// goes through the streaming VAE decoder straight into the video writer, so host memory stays flat however long
+// the audio is. Every request starts from reset stream state (caches, decoder), so batch rendering is safe.
+//
+// Semantics follow the reference's TPP pipeline (causal_s2v_pipeline_tpp.py), which a multi-GPU run must
+// reproduce frame for frame: the reference latent is the VAE encode of the single preprocessed image, the
+// motion latents the encode of that image repeated 73 times, the sink is refreshed before clip 1 with the first
+// generated latent frame, the decoder is primed with the first 7 motion latents (25 discarded frames), and the
+// first 3 frames of clip 0 are dropped: 48·clips − 3 frames at 25 fps.
+//
+// Thread safety: one Generate() at a time per Engine.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "liveavatar/core/status.h"
+#include "liveavatar/pipeline/streaming_denoiser.h"
+
+namespace liveavatar::pipeline {
+
+struct EngineOptions {
+  std::string ckpt_dir;                   // checkpoint directory (docs/checkpoints.md)
+  bool load_lora = true;                  // merge the LoRA into the DiT
+  std::string lora_path;                  // LoRA file; empty = <ckpt_dir>/lora/liveavatar.safetensors if present
+  std::string training_config;            // LoRA rank/alpha source; empty = next to the LoRA, else r=128 a=64
+  c10::ScalarType dtype = c10::kFloat;    // DiT / T5 / VAE compute dtype (fp32 or bf16)
+  c10::Device device = c10::Device(c10::kCPU);
+  bool t5_cpu = false;                    // run T5 on the CPU whatever `device` is
+};
+
+struct GenerationRequest {
+  std::string image;
+  std::string audio;
+  std::string prompt;
+  std::string output;              // final path ("-" = MPEG-TS on stdout; URLs allowed with FFmpeg)
+  std::string size = "704*384";    // target area, one of io::SizeOptions()
+  int64_t num_clip = 10000;        // capped by the audio length
+  int64_t infer_frames = 48;       // multiple of 4
+  int64_t sample_steps = 4;
+  int64_t base_seed = 420;         // clip r uses base_seed + r
+  int64_t rolling_sink_d = -1;     // -1: seeded per call; 4..30: fixed
+  bool sink_refresh = true;        // TPP semantics (refresh the sink before clip 1)
+  int crf = 10;
+  std::string preset = "medium";
+  bool raw_video = false;          // force y4m + wav output
+};
+
+// Progress of a running generation, reported after every block.
+struct Progress {
+  int64_t clip = 0, num_clips = 0;
+  int64_t block = 0, blocks_per_clip = 0;
+  int64_t frames_written = 0, total_frames = 0;
+  double elapsed_s = 0;
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+struct BlockTiming {
+  int64_t clip = 0, block = 0;
+  double denoise_ms = 0, decode_ms = 0, write_ms = 0;
+};
+
+struct GenerationResult {
+  std::vector<std::string> outputs;  // files written
+  int64_t height = 0, width = 0;     // resolved pixel size
+  int64_t num_clips = 0;
+  int64_t frames = 0;
+  double fps = 25.0;
+  int64_t seed = 0;
+  double encode_ms = 0;              // prompt + audio + reference encodes
+  double total_ms = 0;
+  std::vector<BlockTiming> blocks;
+  at::Tensor final_latents;          // latents of the last block (tests)
+};
+
+class Engine {
+ public:
+  // Loads and validates every model; errors name the file and the fix.
+  static StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+  ~Engine();
+
+  // Renders one request. On any error the partial output is removed and the error names the input at fault.
+  StatusOr<GenerationResult> Generate(const GenerationRequest& request, const ProgressFn& progress = {});
+
+  // Lower-level pieces (tests and the TPP driver reuse them).
+  // Image -> [3, H, W] in [−1, 1] at the resolved size.
+  StatusOr<at::Tensor> PrepareImage(const std::string& path, const std::string& size) const;
+  // Audio file -> audio_emb [1, 25, C, N] and the clip count of the reference's rule.
+  StatusOr<std::pair<at::Tensor, int64_t>> PrepareAudio(const std::string& path, int64_t infer_frames) const;
+  // Prompt -> context [L, text_dim].
+  StatusOr<at::Tensor> PreparePrompt(const std::string& prompt) const;
+
+  struct Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The reference's default output name: <save_dir>/<YYYYMMDD_HHMMSS>_<steps>step_<prompt[:50]>.mp4, with
+// characters that are unsafe in file names replaced by '_'.
+std::string DefaultOutputName(const std::string& save_dir, int64_t steps, const std::string& prompt);
+
+}  // namespace liveavatar::pipeline

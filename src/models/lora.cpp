@@ -1,0 +1,172 @@
+#include "liveavatar/models/lora.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+namespace liveavatar::models {
+
+namespace {
+
+bool StartsWith(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool EndsWith(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+bool MatchesTarget(const std::string& module, const std::vector<std::string>& targets) {
+  for (const auto& t : targets) {
+    if (module == t || EndsWith(module, "." + t)) return true;
+  }
+  return false;
+}
+
+// Splits "<module>.lora_{A,B}[.default].weight" into module and 'A'/'B'; false when the key has another form.
+bool ParseLoraKey(std::string key, std::string* module, char* which) {
+  const std::string kPrefix = "base_model.model.";
+  if (StartsWith(key, kPrefix)) key = key.substr(kPrefix.size());
+  for (const char* suffix : {".default.weight", ".weight"}) {
+    if (!EndsWith(key, suffix)) continue;
+    std::string head = key.substr(0, key.size() - std::string(suffix).size());
+    for (char w : {'A', 'B'}) {
+      const std::string tag = std::string(".lora_") + w;
+      if (EndsWith(head, tag)) {
+        *module = head.substr(0, head.size() - tag.size());
+        *which = w;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> SplitTargets(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto b = item.find_first_not_of(" \t");
+    const auto e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> DefaultLoraTargets() { return {"q", "k", "v", "o", "ffn.0", "ffn.2"}; }
+
+StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound(path + ": cannot open LoRA training config");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    return Status::Corruption(path + ": invalid JSON: " + e.what());
+  }
+  LoraTrainingConfig c;
+  try {
+    if (!j.contains("lora_rank")) return Status::InvalidArgument(path + ": missing field \"lora_rank\"");
+    if (!j.contains("lora_alpha")) return Status::InvalidArgument(path + ": missing field \"lora_alpha\"");
+    c.rank = j.at("lora_rank").get<int>();
+    c.alpha = j.at("lora_alpha").get<double>();
+    if (j.contains("lora_target_modules")) {
+      const auto& t = j.at("lora_target_modules");
+      c.targets = t.is_string() ? SplitTargets(t.get<std::string>()) : t.get<std::vector<std::string>>();
+    } else {
+      c.targets = DefaultLoraTargets();
+    }
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path + ": bad field type: " + e.what());
+  }
+  if (c.rank <= 0) return Status::InvalidArgument(path + ": field \"lora_rank\" must be positive");
+  return c;
+}
+
+StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
+                        const std::vector<std::string>& targets) {
+  if (rank <= 0) return Status::InvalidArgument(lora.path() + ": LoRA rank must be positive");
+  struct Pair {
+    std::string key_a, key_b;
+  };
+  std::map<std::string, Pair> pairs;
+  std::vector<std::string> errors;
+  for (const auto& key : lora.Keys()) {
+    std::string module;
+    char which = 0;
+    if (!ParseLoraKey(key, &module, &which)) {
+      errors.push_back(key + " (not a lora_A/lora_B weight)");
+      continue;
+    }
+    if (!MatchesTarget(module, targets)) {
+      errors.push_back(key + " (module \"" + module + "\" is not a LoRA target)");
+      continue;
+    }
+    if (!weights.count(module + ".weight")) {
+      errors.push_back(key + " (no base weight \"" + module + ".weight\")");
+      continue;
+    }
+    auto& p = pairs[module];
+    (which == 'A' ? p.key_a : p.key_b) = key;
+  }
+  for (const auto& [module, p] : pairs) {
+    if (p.key_a.empty() || p.key_b.empty()) {
+      errors.push_back((p.key_a.empty() ? p.key_b : p.key_a) + " (unpaired: lora_A and lora_B must both exist)");
+      continue;
+    }
+    LA_ASSIGN_OR_RETURN(auto ma, lora.Meta(p.key_a));
+    LA_ASSIGN_OR_RETURN(auto mb, lora.Meta(p.key_b));
+    const auto& w = weights.at(module + ".weight");
+    if (ma.shape.size() != 2 || mb.shape.size() != 2 || w.dim() != 2 || ma.shape[0] != rank ||
+        mb.shape[1] != rank || ma.shape[1] != w.size(1) || mb.shape[0] != w.size(0)) {
+      std::ostringstream o;
+      o << module << " (shape mismatch: A [" << (ma.shape.size() > 0 ? ma.shape[0] : -1) << ", "
+        << (ma.shape.size() > 1 ? ma.shape[1] : -1) << "], B [" << (mb.shape.size() > 0 ? mb.shape[0] : -1) << ", "
+        << (mb.shape.size() > 1 ? mb.shape[1] : -1) << "], weight " << w.sizes() << ", rank " << rank << ")";
+      errors.push_back(o.str());
+    }
+  }
+  if (!errors.empty()) {
+    std::ostringstream o;
+    o << lora.path() << ": " << errors.size() << " LoRA key(s) do not match the model:";
+    for (const auto& e : errors) o << "\n    " << e;
+    return Status::InvalidArgument(o.str());
+  }
+  const double scale = alpha / static_cast<double>(rank);
+  int merged = 0;
+  for (const auto& [module, p] : pairs) {
+    LA_ASSIGN_OR_RETURN(auto a, lora.Get(p.key_a));
+    LA_ASSIGN_OR_RETURN(auto b, lora.Get(p.key_b));
+    auto& w = weights.at(module + ".weight");
+    auto delta = at::matmul(b.to(w.device(), at::kFloat), a.to(w.device(), at::kFloat)) * scale;
+    w = (w.to(at::kFloat) + delta).to(w.scalar_type());
+    ++merged;
+  }
+  return merged;
+}
+
+StatusOr<int> MergeLoraFile(WeightMap& weights, const std::string& lora_path, std::optional<double> alpha,
+                            std::optional<int> rank) {
+  std::vector<std::string> targets = DefaultLoraTargets();
+  const auto config_path = (std::filesystem::path(lora_path).parent_path() / "training_config_lora.json").string();
+  if (!alpha || !rank || std::filesystem::exists(config_path)) {
+    if (!std::filesystem::exists(config_path) && (!alpha || !rank)) {
+      return Status::NotFound(config_path + ": needed for the LoRA alpha/rank of " + lora_path +
+                              " (or pass them explicitly)");
+    }
+    if (std::filesystem::exists(config_path)) {
+      LA_ASSIGN_OR_RETURN(auto cfg, LoadLoraTrainingConfig(config_path));
+      if (!alpha) alpha = cfg.alpha;
+      if (!rank) rank = cfg.rank;
+      targets = cfg.targets;
+    }
+  }
+  LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(lora_path));
+  return MergeLora(weights, *store, *alpha, *rank, targets);
+}
+
+}  // namespace liveavatar::models
