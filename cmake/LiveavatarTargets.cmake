@@ -44,11 +44,10 @@ function(la_test name)
   add_executable(test_${name} ${_srcs})
   target_include_directories(test_${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(test_${name} PRIVATE ${A_DEPS} la_testing GTest::gtest GTest::gtest_main)
-  add_dependencies(test_${name} liveavatar)
   la_apply_policy(test_${name})
   gtest_discover_tests(test_${name}
     DISCOVERY_MODE PRE_TEST
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    PROPERTIES ENVIRONMENT "LIVEAVATAR_SOURCE_DIR=${PROJECT_SOURCE_DIR};LIVEAVATAR_BINARY=${CMAKE_BINARY_DIR}/apps/liveavatar/liveavatar"
+    PROPERTIES ENVIRONMENT "LIVEAVATAR_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
     DISCOVERY_TIMEOUT 60)
 endfunction()

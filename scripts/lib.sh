@@ -16,7 +16,7 @@ LA_APT_PACKAGES=(
   libtorch-dev libopenblas0-pthread
   libsentencepiece-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libgtest-dev
   libavformat-dev libavcodec-dev libavutil-dev libswresample-dev libswscale-dev
-  libsndfile1-dev libpng-dev libjpeg-dev
+  libsndfile1-dev libpng-dev libjpeg-dev libgloo-dev
   ffmpeg sox espeak-ng
 )
 

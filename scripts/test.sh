@@ -7,4 +7,6 @@ cd "$LA_ROOT"
 
 la_install_deps
 la_build "$LA_ROOT/build"
+# In-process tests get the same single-threaded OpenBLAS that the CLI sets for itself (core/threads.h).
+export OPENBLAS_NUM_THREADS=1
 ctest --test-dir "$LA_ROOT/build" --output-on-failure -j2

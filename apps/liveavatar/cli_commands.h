@@ -10,5 +10,8 @@ namespace liveavatar::cli {
 int RunDoctor(const ParsedCommand& cmd);    // cli_doctor.cpp
 int RunConvert(const ParsedCommand& cmd);   // cli_convert.cpp
 int RunMakeTiny(const ParsedCommand& cmd);  // cli_make_tiny.cpp
+int RunGenerate(const ParsedCommand& cmd);  // cli_generate.cpp
+// Exit status = number of failed jobs (capped at 125).
+int RunBatch(const ParsedCommand& cmd);     // cli_generate.cpp
 
 }  // namespace liveavatar::cli

@@ -86,9 +86,12 @@ std::vector<FlagDef> BuildTable() {
   add("--audio", kInputs, "PATH", kSubRun, "Driving speech (wav/mp3/flac); its length caps the clip count",
       Value(LA_FIELD(run.generate.audio)));
   add("--prompt", kInputs, "TEXT", kSubRun, "Text prompt for the umT5 encoder", Value(LA_FIELD(run.generate.prompt)));
-  add("--sample_list", kInputs, "PATH", kSubBatch,
-      "json/yaml dict {name: {prompt, image, audio, num_clip}} of samples to render",
-      Required(LA_FIELD(run.generate.sample_list)));
+  add("config", kInputs, "CONFIG", kSubBatch,
+      "Batch config (JSON): a list of jobs [{image, audio, prompt, output, <generate flags>}] or the reference's "
+      "sample_list dict {name: {prompt, image, audio, num_clip}}",
+      Value(LA_FIELD(run.generate.sample_list)));
+  add("--sample_list", kInputs, "PATH", kSubBatch, "Same as the CONFIG argument (reference batch_eval.py spelling)",
+      Value(LA_FIELD(run.generate.sample_list)));
   add("--pose_video", kInputs, "PATH", kSubRun, "DW-pose driving video" + kUnsupported,
       Value(LA_FIELD(run.generate.pose_video)));
   add("--use_prompt_extend", kInputs, "", kSubRun, "Rewrite the prompt with Qwen/DashScope" + kUnsupported,

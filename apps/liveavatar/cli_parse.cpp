@@ -124,6 +124,9 @@ StatusOr<ParsedCommand> ParseCommandLine(const std::vector<std::string>& raw_arg
     if (!s.ok()) return s.WithPrefix(result.name);
     result.warnings = pipeline::IgnoredFlagWarnings(result.run);
   }
+  if (result.command == Command::kBatch && result.run.generate.sample_list.empty()) {
+    return Status::InvalidArgument("batch: a CONFIG file (or --sample_list) is required");
+  }
   if (result.command == Command::kConvert && !result.convert.dtype.empty()) {
     const std::string& d = result.convert.dtype;
     if (d != "bf16" && d != "fp16" && d != "fp32") {

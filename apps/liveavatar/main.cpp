@@ -1,6 +1,7 @@
 // liveavatar: command-line entry point. Parses (cli_parse.cpp), sets up logging and threads, dispatches to the
 // subcommand (cli_*.cpp) and turns any escaped error into one message and a non-zero exit status.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include <c10/util/Exception.h>
@@ -25,7 +26,9 @@ int Dispatch(const liveavatar::cli::ParsedCommand& cmd) {
     case Command::kMakeTiny:
       return liveavatar::cli::RunMakeTiny(cmd);
     case Command::kGenerate:
+      return liveavatar::cli::RunGenerate(cmd);
     case Command::kBatch:
+      return liveavatar::cli::RunBatch(cmd);
     case Command::kPlan:
     case Command::kBench:
       break;
@@ -37,6 +40,7 @@ int Dispatch(const liveavatar::cli::ParsedCommand& cmd) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  liveavatar::ReexecWithSingleThreadedBlas(argv);
   liveavatar::InitLogging();
   auto parsed = liveavatar::cli::ParseCommandLine(argc, argv);
   if (!parsed.ok()) {
@@ -47,6 +51,12 @@ int main(int argc, char** argv) {
   if (auto s = liveavatar::SetLogLevel(cmd.log_level); !s.ok()) {
     LA_LOG_ERROR("{}", s.message());
     return 2;
+  }
+  // Processes started by a launcher (torchrun-style RANK / WORLD_SIZE) prefix every log line with their rank.
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (rank != nullptr && world != nullptr && std::atoi(world) > 1) {
+    liveavatar::SetRankPrefix(std::atoi(rank), std::atoi(world));
   }
   if (cmd.command != liveavatar::cli::Command::kHelp) {
     const int threads = liveavatar::InitCpuThreads(static_cast<int>(cmd.run.parallel.threads));

@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -12,12 +11,12 @@
 
 #include "liveavatar/core/logging.h"
 #include "liveavatar/io/checkpoint_dir.h"
+#include "liveavatar/io/pth.h"
 #include "liveavatar/io/safetensors.h"
 #include "liveavatar/models/audio/wav2vec2.h"
 #include "liveavatar/models/audio/wav2vec2_config.h"
 #include "liveavatar/models/dit/config.h"
 #include "liveavatar/models/dit/weights.h"
-#include "liveavatar/io/pth.h"
 #include "liveavatar/models/t5/encoder.h"
 #include "liveavatar/models/t5/tokenizer.h"
 #include "liveavatar/models/vae/config.h"

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -264,6 +265,36 @@ TEST(ReferenceImageLoad, ReadsResolvesAndPreprocesses) {
   EXPECT_NE(bad.status().message().find("--size"), std::string::npos);
   EXPECT_NE(bad.status().message().find(path), std::string::npos);
   EXPECT_FALSE(LoadReferenceImage(path + ".missing", "720*400").ok());
+}
+
+// examples/face.png (384x256 RGB PNG in the repository): PIL's decode and PIL/torchvision preprocessing
+// digests (FNV-1a 64 and byte sum of the uint8 image after CenterCrop), computed with /usr/bin/python3.
+TEST(ReferenceImageLoad, ExampleFaceMatchesPil) {
+  const char* src = std::getenv("LIVEAVATAR_SOURCE_DIR");
+  const std::filesystem::path face = std::filesystem::path(src != nullptr ? src : ".") / "examples" / "face.png";
+  if (!std::filesystem::exists(face)) GTEST_SKIP() << face << " not found";
+  auto rgb = ReadImage(face.string());
+  if (!rgb.ok() && rgb.status().code() == Status::Code::kNotSupported) GTEST_SKIP() << "no PNG decoder";
+  ASSERT_TRUE(rgb.ok()) << rgb.status().ToString();
+  ASSERT_EQ(rgb->sizes(), (at::IntArrayRef{256, 384, 3}));
+  EXPECT_EQ(Fnv1a(*rgb), 0x6ad52215ed0e24feULL);  // PIL: np.array(Image.open(face).convert('RGB'))
+  struct Case {
+    int64_t h, w;
+    uint64_t hash;
+    int64_t sum;
+  };
+  const Case cases[] = {
+      {384, 704, 0x4e019c9480f2c151ULL, 79395742},  // upscale to 384x576, pad to 704
+      {128, 192, 0x486c42f8b425b837ULL, 8823512},   // antialiased 2x downscale
+      {192, 128, 0x0658b3e1b863974bULL, 6088612},   // downscale, pad rows, crop columns
+      {100, 150, 0x6f9aa798c2967fbbULL, 5384432},   // non-integer downscale
+  };
+  for (const Case& c : cases) {
+    const GenSize r = ShorterSideResize(256, 384, std::min(c.h, c.w));
+    at::Tensor crop = CenterCropPad(ResizeBilinearPil(*rgb, r.height, r.width), c.h, c.w);
+    EXPECT_EQ(Fnv1a(crop), c.hash) << c.h << "x" << c.w;
+    EXPECT_EQ(crop.to(at::kLong).sum().item<int64_t>(), c.sum) << c.h << "x" << c.w;
+  }
 }
 
 }  // namespace

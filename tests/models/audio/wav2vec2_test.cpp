@@ -1,6 +1,7 @@
 // wav2vec2 unit tests (non-parity): config parsing/rendering, weight specs vs the real key layout, strict
 // loading errors, exactness of the chunked evaluation, input validation. Random weights are generated here from
 // Wav2Vec2WeightSpecs (what make-tiny does), so these tests do not depend on fixture values.
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -8,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "liveavatar/io/pth.h"
 #include "liveavatar/io/safetensors.h"
 #include "liveavatar/models/audio/wav2vec2.h"
 #include "liveavatar/testing/golden.h"
@@ -178,6 +180,25 @@ TEST(Wav2Vec2Forward, ChunkedEvaluationIsExact) {
   EXPECT_LT(RelL2(chunked.logits, ref.logits), 1e-6);
 }
 
+TEST(Wav2Vec2Forward, Bf16WeightsStayCloseToFp32) {
+  // The pipeline runs wav2vec2 in bf16 (upstream casts the model); LayerNorms compute in fp32 either way.
+  const Wav2Vec2Config cfg = Wav2Vec2TinyConfig();
+  const auto store = io::MakeMemoryStore(RandomWeights(cfg, 3), "mem");
+  auto fp32 = Wav2Vec2::FromStore(cfg, *store);
+  LoadOptions bf16_opts;
+  bf16_opts.dtype = at::kBFloat16;
+  auto bf16 = Wav2Vec2::FromStore(cfg, *store, bf16_opts);
+  ASSERT_TRUE(fp32.ok() && bf16.ok());
+  at::manual_seed(8);
+  const at::Tensor x = NormalizeWaveform(at::randn({16000}));
+  const at::Tensor a = fp32->Forward(x).hidden_states;
+  const at::Tensor b = bf16->Forward(x).hidden_states;
+  EXPECT_EQ(b.scalar_type(), at::kBFloat16);
+  const double err = RelL2(b.to(at::kFloat), a);
+  std::printf("[measured] bf16 vs fp32 hidden states rel L2 %.3g\n", err);
+  EXPECT_LT(err, 5e-2);
+}
+
 TEST(Wav2Vec2Forward, EncodeRejectsTooShortAudio) {
   const Wav2Vec2Config cfg = Wav2Vec2TinyConfig();
   auto model = Wav2Vec2::FromStore(cfg, *io::MakeMemoryStore(RandomWeights(cfg, 3), "mem"));
@@ -201,8 +222,19 @@ TEST(Wav2Vec2Forward, SavedTinyCheckpointLoadsFromADirectory) {
   auto model = Wav2Vec2::Load(dir);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   EXPECT_TRUE(model->has_lm_head());
+  // The same weights as a torch.save pytorch_model.bin (the other file the HF repo ships).
+  const std::string bin_dir = dir + "_bin";
+  std::filesystem::create_directories(bin_dir);
+  std::filesystem::copy_file(dir + "/config.json", bin_dir + "/config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_TRUE(io::WritePth(bin_dir + "/pytorch_model.bin", AsList(tensors)).ok());
+  auto from_bin = Wav2Vec2::Load(bin_dir);  // no preprocessor_config.json: defaults
+  ASSERT_TRUE(from_bin.ok()) << from_bin.status().ToString();
+  const at::Tensor x = NormalizeWaveform(at::randn({4000}));
+  EXPECT_TRUE(at::equal(model->Forward(x).hidden_states, from_bin->Forward(x).hidden_states));
   auto empty_dir = Wav2Vec2::Load(::testing::TempDir());
-  EXPECT_FALSE(empty_dir.ok());
+  ASSERT_FALSE(empty_dir.ok());
+  EXPECT_NE(empty_dir.status().message().find("config.json"), std::string::npos) << empty_dir.status().ToString();
 }
 
 }  // namespace

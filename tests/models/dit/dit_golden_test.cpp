@@ -159,72 +159,6 @@ void RunStream(const GoldenCase& c, c10::ScalarType dtype, double tol) {
 }
 
 
-// README §1.8: sink prefill into every step cache, then per block the 4-step Euler loop with one cache per step;
-// TPP refreshes the sink at clip 1 with the first denoised latent frame of clip 0 / block 0.
-void RunE2e(const GoldenCase& c) {
-  auto model = MakeModel(LoadGoldenCheckpoint(), at::kFloat);
-  const int64_t n_clips = c.MetaInt("n_clips");
-  const int64_t n_steps = c.MetaInt("n_steps");
-  const int64_t fpb = c.MetaInt("frames_per_block");
-  const int64_t fs = c.MetaInt("frame_seqlen");
-  const int64_t infer_frames = c.MetaInt("infer_frames");
-  const bool refresh = c.MetaBool("sink_refresh_at_clip1");
-  const auto context = c.Get("in.context");
-  const auto motion = c.Get("in.motion_latents");
-  const auto audio = c.Get("in.audio_emb");
-  const auto sigmas = c.Get("in.sigmas").to(at::kFloat);
-  const auto timesteps = c.Get("in.timesteps");
-  const auto dists = c.Get("in.relative_dist");
-  auto ref = c.Get("in.ref_latents");
-  const int64_t lat_h = ref.size(3), lat_w = ref.size(4);
-  std::vector<runtime::DitStepCache> caches;
-  for (int64_t s = 0; s < n_steps; ++s) {
-    caches.push_back(MakeCache(model, lat_h, lat_w, c.MetaInt("kv_size"), c.MetaInt("cond_capacity"), at::kFloat));
-    model.SinkPrefill({ref, motion, context}, caches.back());
-  }
-  at::Tensor first_block_latents;
-  double worst = 0;
-  for (int64_t r = 0; r < n_clips; ++r) {
-    if (r == 1 && refresh) {
-      ref = first_block_latents.narrow(1, 0, 1).unsqueeze(0).contiguous();
-      EXPECT_TRUE(RelL2Within(ref, c.Get("out.refreshed_ref_latents"), kFp32Tol, "out.refreshed_ref_latents"));
-      worst = std::max(worst, RelL2(ref, c.Get("out.refreshed_ref_latents")));
-      for (auto& cache : caches) model.SinkPrefill({ref, motion, context}, cache);
-    }
-    const auto noise = c.Get("in.noise.clip" + std::to_string(r));
-    auto latents = at::empty_like(noise);
-    const int64_t n_blocks = noise.size(1) / fpb;
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      auto x = noise.narrow(1, b * fpb, fpb).clone();
-      const int64_t audio_start = infer_frames * r + 4 * fpb * b;
-      for (int64_t s = 0; s < n_steps; ++s) {
-        StreamInputs in;
-        in.x = x;
-        in.timestep = timesteps[s].expand({1, fpb}).contiguous();
-        in.context = context;
-        in.cond_states = at::zeros({1, model.config().cond_dim, fpb, lat_h, lat_w});
-        in.audio_input = audio.narrow(3, audio_start, 4 * fpb);
-        in.current_start = (noise.size(1) * r + fpb * b) * fs;
-        in.relative_dist = dists[r][b][s].item<int64_t>();
-        auto flow = model.StreamBlock(in, caches[static_cast<size_t>(s)]);
-        const std::string dbg = "dbg.clip" + std::to_string(r) + ".block" + std::to_string(b) + ".step" +
-                                std::to_string(s) + ".flow";
-        if (c.Has(dbg)) {
-          EXPECT_TRUE(RelL2Within(flow, c.Get(dbg), kFp32Tol, dbg));
-        }
-        x = x.to(at::kFloat) + (sigmas[s + 1] - sigmas[s]) * flow;  // fp32 sigma difference, as diffusers
-      }
-      latents.narrow(1, b * fpb, fpb).copy_(x);
-      if (r == 0 && b == 0) first_block_latents = x.clone();
-    }
-    const std::string key = "out.latents.clip" + std::to_string(r);
-    worst = std::max(worst, RelL2(latents, c.Get(key)));
-    std::printf("[dit] %s: %s rel L2 %.3g\n", c.name().c_str(), key.c_str(), RelL2(latents, c.Get(key)));
-    EXPECT_TRUE(RelL2Within(latents, c.Get(key), kFp32Tol, key));
-  }
-  std::printf("[dit] %s: worst out.* rel L2 %.3g\n", c.name().c_str(), worst);
-}
-
 TEST_P(GoldenDit, MatchesReferenceFp32) {
   GoldenCase c(GetParam());
   const auto kind = c.kind();
@@ -234,8 +168,6 @@ TEST_P(GoldenDit, MatchesReferenceFp32) {
     RunSink(c, at::kFloat, kFp32Tol);
   } else if (kind == "stream") {
     RunStream(c, at::kFloat, kFp32Tol);
-  } else if (kind == "e2e") {
-    RunE2e(c);
   } else {
     FAIL() << "unknown DiT case kind \"" << kind << "\"";
   }
@@ -253,7 +185,9 @@ TEST_P(GoldenDit, MatchesReferenceBf16) {
   }
 }
 
-LA_GOLDEN_CASES(GoldenDit, "dit", {});
+// The end-to-end kind ("e2e") replays the streaming loop of pipeline/streaming_denoiser and is checked by
+// tests/pipeline/streaming_golden_test.cpp against the same fixtures.
+LA_GOLDEN_CASES(GoldenDit, "dit", {"causal_audio_encoder", "sink", "stream"});
 
 }  // namespace
 }  // namespace liveavatar::models::dit

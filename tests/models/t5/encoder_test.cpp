@@ -45,6 +45,11 @@ void CheckCase(const GoldenCase& c, const T5Encoder& enc) {
   const auto hidden = enc.Encode(ids, mask);
   EXPECT_TRUE(RelL2Within(hidden, c.Get("out.hidden"), kTol, c.name() + " out.hidden"));
   std::cout << c.name() << " out.hidden rel L2 " << liveavatar::testing::RelL2(hidden, c.Get("out.hidden")) << "\n";
+  // Every expected output is checked below.
+  for (const auto& key : c.Keys("out.")) {
+    EXPECT_TRUE(key == "out.hidden" || key.rfind("out.context.", 0) == 0) << c.name() << ": unhandled " << key;
+  }
+  EXPECT_EQ(static_cast<int64_t>(c.Keys("out.context.").size()), ids.size(0));
   const auto contexts = enc.EncodeTrimmed(ids, mask);
   ASSERT_EQ(static_cast<int64_t>(contexts.size()), ids.size(0));
   for (size_t b = 0; b < contexts.size(); ++b) {

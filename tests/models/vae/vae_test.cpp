@@ -93,7 +93,9 @@ TEST(VaeWeightsTest, RealLayoutKeys) {
   EXPECT_EQ(shapes["decoder.head.0.gamma"], (V{96, 1, 1, 1}));
   EXPECT_EQ(shapes.count("decoder.upsamples.15.residual.0.gamma"), 0u);
   for (const auto& s : specs) {
-    if (s.key.size() > 6 && s.key.substr(s.key.size() - 6) == ".gamma") EXPECT_EQ(s.init, "ones") << s.key;
+    if (s.key.size() > 6 && s.key.substr(s.key.size() - 6) == ".gamma") {
+      EXPECT_EQ(s.init, "ones") << s.key;
+    }
   }
 }
 
