@@ -1,5 +1,6 @@
 // `liveavatar generate` and `liveavatar batch`: build the engine from the parsed options, render, report.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -65,6 +66,24 @@ pipeline::GenerationRequest RequestFrom(const pipeline::RunOptions& run) {
   return r;
 }
 
+// Multi-process topologies (TPP stages, Ulysses, FSDP) are not wired into generation yet: refuse them instead
+// of silently rendering on one process.
+Status CheckTopology(const pipeline::RunOptions& run) {
+  const char* world = std::getenv("WORLD_SIZE");
+  if (run.parallel.nproc_per_node > 1 || (world != nullptr && std::atoi(world) > 1)) {
+    return Status::NotSupported("multi-process generation (--nproc_per_node / WORLD_SIZE > 1: TPP, Ulysses, FSDP) "
+                                "is not implemented yet; run one process (it uses one GPU, or the CPU)");
+  }
+  if (run.parallel.ulysses_size > 1 || run.parallel.dit_fsdp) {
+    return Status::NotSupported("--ulysses_size > 1 and --dit_fsdp need several processes, which generation does "
+                                "not support yet; drop them to run on one process");
+  }
+  if (run.parallel.enable_vae_parallel) {
+    LA_LOG_WARN("--enable_vae_parallel has no effect on one process (the reference forces it off too)");
+  }
+  return Status::Ok();
+}
+
 // Fails fast (before loading any model) on inputs that cannot work.
 Status CheckInputs(const pipeline::GenerationRequest& r) {
   std::error_code ec;
@@ -92,6 +111,10 @@ Status CheckInputs(const pipeline::GenerationRequest& r) {
 }  // namespace
 
 int RunGenerate(const ParsedCommand& cmd) {
+  if (Status s = CheckTopology(cmd.run); !s.ok()) {
+    LA_LOG_ERROR("generate: {}", s.message());
+    return 2;
+  }
   const pipeline::GenerationRequest req = RequestFrom(cmd.run);
   if (Status s = CheckInputs(req); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
@@ -123,6 +146,10 @@ int RunGenerate(const ParsedCommand& cmd) {
 }
 
 int RunBatch(const ParsedCommand& cmd) {
+  if (Status s = CheckTopology(cmd.run); !s.ok()) {
+    LA_LOG_ERROR("batch: {}", s.message());
+    return 2;
+  }
   pipeline::GenerationRequest defaults = RequestFrom(cmd.run);
   auto jobs = pipeline::LoadBatchJobs(cmd.run.generate.sample_list, defaults, cmd.run.output.save_dir);
   if (!jobs.ok()) {

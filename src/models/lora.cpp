@@ -1,3 +1,4 @@
+#include "liveavatar/core/json_file.h"
 #include "liveavatar/models/lora.h"
 
 #include <filesystem>
@@ -60,14 +61,7 @@ std::vector<std::string> SplitTargets(const std::string& s) {
 std::vector<std::string> DefaultLoraTargets() { return {"q", "k", "v", "o", "ffn.0", "ffn.2"}; }
 
 StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot open LoRA training config");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    return Status::Corruption(path + ": invalid JSON: " + e.what());
-  }
+  LA_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path, "LoRA training config"));
   LoraTrainingConfig c;
   try {
     if (!j.contains("lora_rank")) return Status::InvalidArgument(path + ": missing field \"lora_rank\"");

@@ -1,3 +1,4 @@
+#include "liveavatar/core/json_file.h"
 #include "liveavatar/pipeline/batch.h"
 
 #include <filesystem>
@@ -49,14 +50,7 @@ Status ApplyJob(const nlohmann::json& j, const std::string& job, const fs::path&
 
 StatusOr<std::vector<BatchJob>> LoadBatchJobs(const std::string& config_path, const GenerationRequest& defaults,
                                               const std::string& save_dir) {
-  std::ifstream in(config_path);
-  if (!in) return Status::NotFound(config_path + ": cannot open the batch config");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(config_path + ": not valid JSON: " + e.what());
-  }
+  LA_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(config_path, "the batch config"));
   const fs::path base = fs::path(config_path).parent_path();
   std::vector<BatchJob> jobs;
   auto add = [&](const std::string& name, const nlohmann::json& spec) -> Status {

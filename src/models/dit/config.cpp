@@ -1,3 +1,4 @@
+#include "liveavatar/core/json_file.h"
 #include "liveavatar/models/dit/config.h"
 
 #include <fstream>
@@ -148,14 +149,7 @@ StatusOr<DitConfig> DitConfigFromJson(const nlohmann::json& j, const std::string
 }
 
 StatusOr<DitConfig> LoadDitConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot open DiT config.json");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    return Status::Corruption(path + ": invalid JSON: " + e.what());
-  }
+  LA_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path, "DiT config.json"));
   return DitConfigFromJson(j, path);
 }
 

@@ -1,3 +1,4 @@
+#include "liveavatar/core/json_file.h"
 #include "liveavatar/models/vae/config.h"
 
 #include <fstream>
@@ -102,14 +103,7 @@ StatusOr<VaeConfig> VaeConfigFromJson(const nlohmann::json& j, const std::string
 }
 
 StatusOr<VaeConfig> LoadVaeConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot open VAE config.json");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(path + ": not valid JSON: " + e.what());
-  }
+  LA_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path, "VAE config.json"));
   return VaeConfigFromJson(j, path);
 }
 
