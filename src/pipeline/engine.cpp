@@ -13,6 +13,7 @@
 #include "liveavatar/io/audio_reader.h"
 #include "liveavatar/io/checkpoint_dir.h"
 #include "liveavatar/io/image_preprocess.h"
+#include "liveavatar/io/image_reader.h"
 #include "liveavatar/io/tensor_store.h"
 #include "liveavatar/io/video_writer.h"
 #include "liveavatar/models/audio/audio_features.h"
@@ -179,13 +180,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
 }
 
 StatusOr<at::Tensor> Engine::PrepareImage(const std::string& path, const std::string& size) const {
-  LA_ASSIGN_OR_RETURN(io::ReferenceImage ref, io::LoadReferenceImage(path, size));
-  return ref.pixels;
+  LA_ASSIGN_OR_RETURN(at::Tensor rgb, io::ReadImage(path));
+  LA_ASSIGN_OR_RETURN(io::GenSize gs, io::ResolveGenSize(rgb.size(0), rgb.size(1), size));
+  return io::PreprocessImage(rgb, gs.height, gs.width);
 }
 
-StatusOr<Engine::PreparedAudio> Engine::PrepareAudio(const std::string& path, int64_t infer_frames) const {
-  const int rate = static_cast<int>(impl_->wav2vec2->config().sampling_rate);
-  LA_ASSIGN_OR_RETURN(io::AudioClip clip, io::ReadAudio(path, rate));
+StatusOr<std::pair<at::Tensor, int64_t>> Engine::PrepareAudio(const std::string& path, int64_t infer_frames) const {
+  LA_ASSIGN_OR_RETURN(io::AudioClip clip, io::ReadAudio(path, impl_->wav2vec2->config().sampling_rate));
   if (clip.samples.numel() == 0) return Status::InvalidArgument("--audio: " + path + " holds no samples");
   const double peak = clip.samples.abs().max().item<double>();
   if (peak == 0.0) return Status::InvalidArgument("--audio: " + path + " is silent (all samples are zero)");
@@ -193,7 +194,7 @@ StatusOr<Engine::PreparedAudio> Engine::PrepareAudio(const std::string& path, in
   if (!out.ok()) return out.status().WithPrefix("--audio: " + path);
   const models::audio::AudioEmbedding emb =
       models::audio::ComputeAudioEmbedding(out.value().hidden_states.to(at::kFloat), infer_frames, kFps);
-  return PreparedAudio{emb.audio_emb, emb.num_clips, clip.samples, rate};
+  return std::make_pair(emb.audio_emb, emb.num_clips);
 }
 
 StatusOr<at::Tensor> Engine::PreparePrompt(const std::string& prompt) const {
@@ -217,9 +218,9 @@ StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const 
   LA_ASSIGN_OR_RETURN(at::Tensor image, PrepareImage(req.image, req.size));
   const int64_t H = image.size(1), W = image.size(2);
   const auto t_enc = Clock::now();
-  LA_ASSIGN_OR_RETURN(PreparedAudio audio, PrepareAudio(req.audio, req.infer_frames));
-  const at::Tensor& audio_emb = audio.audio_emb;
-  const int64_t num_clips = std::min<int64_t>(std::max<int64_t>(req.num_clip, 1), audio.num_clips);
+  LA_ASSIGN_OR_RETURN(auto audio, PrepareAudio(req.audio, req.infer_frames));
+  const at::Tensor audio_emb = audio.first;
+  const int64_t num_clips = std::min<int64_t>(std::max<int64_t>(req.num_clip, 1), audio.second);
   LA_ASSIGN_OR_RETURN(at::Tensor context, PreparePrompt(req.prompt));
 
   const auto& vae = impl_->vae;
@@ -260,8 +261,9 @@ StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const 
   wopt.preset = req.preset;
   wopt.raw = req.raw_video;
   io::AudioTrack track;
-  track.samples = audio.samples;
-  track.sample_rate = audio.sample_rate;
+  LA_ASSIGN_OR_RETURN(io::AudioClip pcm, io::ReadAudio(req.audio, 16000));
+  track.samples = pcm.samples;
+  track.sample_rate = 16000;
   if (req.output != "-" && req.output.find("://") == std::string::npos) {
     const fs::path parent = fs::path(req.output).parent_path();
     std::error_code ec;

@@ -93,15 +93,8 @@ class Engine {
   // Lower-level pieces (tests and the TPP driver reuse them).
   // Image -> [3, H, W] in [−1, 1] at the resolved size.
   StatusOr<at::Tensor> PrepareImage(const std::string& path, const std::string& size) const;
-  // Audio file -> audio_emb [1, 25, C, N], the clip count of the reference's rule, and the decoded mono samples
-  // (reused for the output's audio track, so the file is decoded once).
-  struct PreparedAudio {
-    at::Tensor audio_emb;
-    int64_t num_clips = 0;
-    at::Tensor samples;  // [N] float32 CPU at sample_rate
-    int sample_rate = 16000;
-  };
-  StatusOr<PreparedAudio> PrepareAudio(const std::string& path, int64_t infer_frames) const;
+  // Audio file -> audio_emb [1, 25, C, N] and the clip count of the reference's rule.
+  StatusOr<std::pair<at::Tensor, int64_t>> PrepareAudio(const std::string& path, int64_t infer_frames) const;
   // Prompt -> context [L, text_dim].
   StatusOr<at::Tensor> PreparePrompt(const std::string& prompt) const;
 
