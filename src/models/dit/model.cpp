@@ -34,20 +34,34 @@ CausalWanS2V::CausalWanS2V(DitConfig config, WeightMap weights, c10::ScalarType 
   attention_ = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return Attention(q, k, v); };
 }
 
+c10::ScalarType CausalWanS2V::WeightDtype(const std::string& key, c10::ScalarType dtype) {
+  return IsFp32Island(key) ? at::kFloat : dtype;
+}
+
 StatusOr<CausalWanS2V> CausalWanS2V::Create(const DitConfig& config, WeightMap weights, c10::ScalarType dtype,
                                             const c10::Device& device) {
+  return CreateImpl(config, std::move(weights), dtype, device, /*external_blocks=*/false);
+}
+
+StatusOr<CausalWanS2V> CausalWanS2V::CreateWithExternalBlocks(const DitConfig& config, WeightMap weights,
+                                                              c10::ScalarType dtype, const c10::Device& device) {
+  return CreateImpl(config, std::move(weights), dtype, device, /*external_blocks=*/true);
+}
+
+StatusOr<CausalWanS2V> CausalWanS2V::CreateImpl(const DitConfig& config, WeightMap weights, c10::ScalarType dtype,
+                                                const c10::Device& device, bool external_blocks) {
   LA_RETURN_IF_ERROR(config.Validate());
   if (dtype != at::kFloat && dtype != at::kBFloat16) {
     return Status::InvalidArgument("CausalWanS2V: unsupported dtype (use float32 or bfloat16)");
   }
   std::string missing;
   for (const auto& spec : DitWeightSpecs(config)) {
+    if (external_blocks && StartsWith(spec.key, "blocks.")) continue;
     if (!weights.count(spec.key)) missing += "\n    " + spec.key;
   }
   if (!missing.empty()) return Status::InvalidArgument("CausalWanS2V: weight map lacks key(s):" + missing);
   for (auto& [key, t] : weights) {
-    const auto target = IsFp32Island(key) ? at::kFloat : dtype;
-    t = t.to(device, target).contiguous();
+    t = t.to(device, WeightDtype(key, dtype)).contiguous();
   }
   return CausalWanS2V(config, std::move(weights), dtype, device);
 }

@@ -64,8 +64,18 @@ class CausalWanS2V {
   static StatusOr<CausalWanS2V> Create(const DitConfig& config, WeightMap weights, c10::ScalarType dtype,
                                        const c10::Device& device);
 
+  // Block weights supplied at run time: `weights` holds every non-block key ("blocks.<i>." keys may be absent),
+  // and the caller's BlockHooks::before(i) must put layer i's weights (in their final dtype and device) into
+  // mutable_weights() before the block runs; `after(i)` may remove them again (FSDP unshard, offload).
+  static StatusOr<CausalWanS2V> CreateWithExternalBlocks(const DitConfig& config, WeightMap weights,
+                                                         c10::ScalarType dtype, const c10::Device& device);
+  // The dtype a weight `key` has inside a model of `dtype` (fp32 for the upstream fp32 islands).
+  static c10::ScalarType WeightDtype(const std::string& key, c10::ScalarType dtype);
+
   const DitConfig& config() const { return config_; }
   const WeightMap& weights() const { return weights_; }
+  // For block hooks that swap a layer's weights in and out (see CreateWithExternalBlocks).
+  WeightMap* mutable_weights() { return &weights_; }
   c10::ScalarType dtype() const { return dtype_; }
   const c10::Device& device() const { return device_; }
 
@@ -91,6 +101,8 @@ class CausalWanS2V {
 
  private:
   CausalWanS2V(DitConfig config, WeightMap weights, c10::ScalarType dtype, c10::Device device);
+  static StatusOr<CausalWanS2V> CreateImpl(const DitConfig& config, WeightMap weights, c10::ScalarType dtype,
+                                           const c10::Device& device, bool external_blocks);
   // Self-attention + cross-attention + FFN of layer i on the residual x [1, N, dim] (fp32) with per-frame
   // modulation rows mod_rows [F, 6, dim] (F frames of rows_per_frame tokens). `self_attn` receives q, k
   // (RMSNormed, not rotated) and v [1, N, heads, head_dim]; it applies RoPE, updates the cache and attends.
