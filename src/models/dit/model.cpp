@@ -1,6 +1,8 @@
 #include "liveavatar/models/dit/model.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -66,11 +68,28 @@ StatusOr<CausalWanS2V> CausalWanS2V::CreateImpl(const DitConfig& config, WeightM
   return CausalWanS2V(config, std::move(weights), dtype, device);
 }
 
+Status CausalWanS2V::set_sequence_parallel(std::shared_ptr<SequenceParallel> sp) {
+  if (sp && sp->world() > config_.num_heads) {
+    return Status::InvalidArgument("CausalWanS2V: sequence parallelism over " + std::to_string(sp->world()) +
+                                   " ranks needs at least as many attention heads (the model has " +
+                                   std::to_string(config_.num_heads) + ")");
+  }
+  sp_ = std::move(sp);
+  return Status::Ok();
+}
+
+at::Tensor CausalWanS2V::ChunkTokenRows(int64_t n, int64_t rows_per_frame) const {
+  const int64_t chunk = sp_->ChunkLength(n);
+  std::vector<int64_t> rows(static_cast<size_t>(chunk));
+  for (int64_t j = 0; j < chunk; ++j) rows[j] = std::min(chunk * sp_->rank() + j, n - 1) / rows_per_frame;
+  return at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device_);
+}
+
 runtime::DitCacheGeometry CausalWanS2V::CacheGeometry(int64_t latent_h, int64_t latent_w,
                                                       int64_t latent_frames_per_clip, int64_t cond_capacity) const {
   runtime::DitCacheGeometry g;
   g.num_layers = config_.num_layers;
-  g.num_heads = config_.num_heads;
+  g.num_heads = sp_ ? sp_->LocalHeads(config_.num_heads) : config_.num_heads;
   g.head_dim = config_.head_dim();
   g.frame_seqlen = config_.FrameSeqLen(latent_h, latent_w);
   g.ring_tokens = latent_frames_per_clip * g.frame_seqlen;
@@ -87,15 +106,23 @@ void CausalWanS2V::TimeConditioning(const at::Tensor& t, at::Tensor* e, at::Tens
 }
 
 at::Tensor CausalWanS2V::Block(
-    int64_t i, const at::Tensor& x, const at::Tensor& mod_rows, int64_t rows_per_frame, const at::Tensor& text,
+    int64_t i, const at::Tensor& x, const at::Tensor& mod_rows, int64_t rows_per_frame, const at::Tensor& token_rows,
+    const at::Tensor& text,
     const std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>& self_attn) const {
   const auto& c = config_;
   const std::string b = "blocks." + std::to_string(i);
-  const int64_t frames = mod_rows.size(0);
   const int64_t n = x.size(1);
+  // Per-token rows (a sequence-parallel chunk): every token is its own "frame" of one row.
+  const bool per_token = token_rows.defined();
+  TORCH_CHECK(!per_token || token_rows.numel() == n, "Block: ", token_rows.numel(), " token rows for ", n, " tokens");
+  const int64_t frames = per_token ? n : mod_rows.size(0);
+  if (per_token) rows_per_frame = 1;
   // m_k = modulation[0, k] + e0[row, k]: [F, 6, dim] fp32.
   const auto m = W(weights_, b + ".modulation").to(at::kFloat) + mod_rows;
-  auto chunk = [&](int64_t k) { return m.select(1, k); };  // [F, dim]
+  auto chunk = [&](int64_t k) {  // [frames, dim]
+    auto r = m.select(1, k);
+    return per_token ? r.index_select(0, token_rows) : r;
+  };
   auto xf = x.to(at::kFloat);
   // 1-4: self-attention with gate.
   {
@@ -154,14 +181,26 @@ void CausalWanS2V::SinkPrefill(const SinkInputs& in, runtime::DitStepCache& cach
   const auto rope = ComputeRopeFactors(groups, c.head_dim(), device_);
   TORCH_CHECK(rope.size() == n, "SinkPrefill: RoPE grid of ", rope.size(), " tokens != ", n, " sink tokens");
   Tap("rope.sink_freqs", RopeFactorsDebug(rope, c.num_heads));
+  const int64_t heads = sp_ ? sp_->LocalHeads(c.num_heads) : c.num_heads;
+  TORCH_CHECK(cache.geometry().num_heads == heads, "SinkPrefill: cache has ", cache.geometry().num_heads,
+              " heads, this rank attends with ", heads);
+  // Sequence parallel: this rank's chunk of the tokens, one modulation row (t = 0) for all of them.
+  at::Tensor token_rows;
+  if (sp_) {
+    token_rows = ChunkTokenRows(n, n);
+    x = sp_->Scatter(x);
+  }
   for (int64_t i = 0; i < c.num_layers; ++i) {
     if (hooks_.before) hooks_.before(i);
-    auto self_attn = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    SequenceParallel::AttentionInner inner = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
       cache.WriteCond(i, k, v);  // un-rotated keys
       return attention_(ApplyRope(q, rope), ApplyRope(k, rope), v);
     };
-    x = Block(i, x, e0, n, text, self_attn);
-    Tap("block" + std::to_string(i) + ".out", x);
+    auto self_attn = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+      return sp_ ? sp_->Attention(q, k, v, n, inner) : inner(q, k, v);
+    };
+    x = Block(i, x, e0, n, token_rows, text, self_attn);
+    if (!sp_) Tap("block" + std::to_string(i) + ".out", x);
     if (hooks_.after) hooks_.after(i);
   }
 }
@@ -210,9 +249,18 @@ at::Tensor CausalWanS2V::StreamBlock(const StreamInputs& in, runtime::DitStepCac
   Tap("rope.cond_freqs", RopeFactorsDebug(cond_rope, c.num_heads));
   const auto plan = runtime::PlanRing(in.current_start, n, cache.geometry().ring_tokens);
   auto mod_rows = e0.narrow(0, 0, frames);
+  const int64_t heads = sp_ ? sp_->LocalHeads(c.num_heads) : c.num_heads;
+  TORCH_CHECK(cache.geometry().num_heads == heads, "StreamBlock: cache has ", cache.geometry().num_heads,
+              " heads, this rank attends with ", heads);
+  // Sequence parallel: this rank's chunk of the tokens, modulated per token.
+  at::Tensor token_rows;
+  if (sp_) {
+    token_rows = ChunkTokenRows(n, fs);
+    x = sp_->Scatter(x);
+  }
   for (int64_t i = 0; i < c.num_layers; ++i) {
     if (hooks_.before) hooks_.before(i);
-    auto self_attn = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    SequenceParallel::AttentionInner inner = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
       auto& layer = cache.layer(i);
       auto qr = ApplyRope(q, block_rope);
       auto kr = ApplyRope(k, block_rope);
@@ -230,17 +278,25 @@ at::Tensor CausalWanS2V::StreamBlock(const StreamInputs& in, runtime::DitStepCac
       // The cache may live elsewhere (offloaded KV): bring the attended rows to the model's device and dtype.
       return attention_(qr.to(dtype_), keys.to(device_, dtype_), values.to(device_, dtype_));
     };
-    x = Block(i, x, mod_rows, fs, text, self_attn);
-    Tap("block" + std::to_string(i) + ".out", x);
+    auto self_attn = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+      return sp_ ? sp_->Attention(q, k, v, n, inner) : inner(q, k, v);
+    };
+    x = Block(i, x, mod_rows, fs, token_rows, text, self_attn);
+    if (!sp_) Tap("block" + std::to_string(i) + ".out", x);
     const int64_t inj = c.InjectorIndex(i);
     if (inj >= 0) {
-      x = AudioInjector(weights_, c, inj, x.view({frames, fs, c.dim}), audio.global, audio.local, attention_, dtype_)
-              .view({1, n, c.dim});
-      Tap("block" + std::to_string(i) + ".after_audio", x);
+      // The injector attends per frame: it sees the whole (gathered) sequence, as upstream.
+      auto full = sp_ ? sp_->Gather(x, n) : x;
+      full = AudioInjector(weights_, c, inj, full.view({frames, fs, c.dim}), audio.global, audio.local, attention_,
+                           dtype_)
+                 .view({1, n, c.dim});
+      Tap("block" + std::to_string(i) + ".after_audio", full);
+      x = sp_ ? sp_->Scatter(full) : full;
     }
     x = x.to(dtype_).to(at::kFloat);  // block output in the model dtype (no-op in fp32)
     if (hooks_.after) hooks_.after(i);
   }
+  if (sp_) x = sp_->Gather(x, n);
   auto head = Head(weights_, c, x, e.narrow(0, 0, frames));
   Tap("head", head);
   return Unpatchify(c, head, frames, hp, wp);

@@ -109,10 +109,10 @@ at::Tensor Encode(const WanVae& vae, const at::Tensor& video) {
   return (mu - mean) * inv_std;
 }
 
-at::Tensor Decode(const WanVae& vae, const at::Tensor& latent) {
+at::Tensor Decode(const WanVae& vae, const at::Tensor& latent, std::shared_ptr<SpatialParallel> parallel) {
   TORCH_CHECK(latent.dim() == 5 && latent.size(2) >= 1, "VAE Decode expects latent [1, z, n >= 1, h, w], got ",
               latent.sizes());
-  StreamingDecoder decoder(&vae);
+  StreamingDecoder decoder(&vae, std::move(parallel));
   return decoder.Decode(latent);
 }
 
@@ -122,12 +122,18 @@ at::Tensor ClampVideo(const at::Tensor& video_raw) {
   return video_raw.to(at::kFloat).clamp(-1.0, 1.0).squeeze(0);
 }
 
-StreamingDecoder::StreamingDecoder(const WanVae* vae) : vae_(vae) {
+StreamingDecoder::StreamingDecoder(const WanVae* vae, std::shared_ptr<SpatialParallel> parallel)
+    : vae_(vae), parallel_(std::move(parallel)) {
   TORCH_CHECK(vae_ != nullptr, "StreamingDecoder needs a VAE");
+  if (parallel_ != nullptr) {
+    TORCH_CHECK(parallel_->world() >= 1 && parallel_->rank() >= 0 && parallel_->rank() < parallel_->world(),
+                "StreamingDecoder: bad spatial split rank ", parallel_->rank(), " of ", parallel_->world());
+  }
 }
 
 void StreamingDecoder::Reset() {
   caches_.clear();
+  split_ = SpatialSplit();
   latent_h_ = -1;
   latent_w_ = -1;
   latents_seen_ = 0;
@@ -139,21 +145,45 @@ int64_t StreamingDecoder::cache_bytes() const {
   return total;
 }
 
+std::pair<int64_t, int64_t> StreamingDecoder::LocalOutputRows(int64_t latent_h) const {
+  const int64_t s = vae_->config.spatial_stride();
+  if (!Split()) return {0, s * latent_h};
+  const int world = parallel_->world(), rank = parallel_->rank();
+  return {s * SplitOffset(latent_h, world, rank), s * SplitRows(latent_h, world)[static_cast<size_t>(rank)]};
+}
+
 at::Tensor StreamingDecoder::Decode(const at::Tensor& latents) {
+  at::Tensor local = DecodeLocal(latents);
+  if (!Split()) return local;
+  const int64_t s = vae_->config.spatial_stride();
+  if (local.size(2) == 0) return at::zeros({1, 3, 0, s * latent_h_, s * latent_w_}, local.options());
+  // Every rank decoded the same number of frames; collect the row slabs of all ranks.
+  std::vector<int64_t> rows = split_.latent_rows;
+  for (auto& r : rows) r *= s;
+  return parallel_->GatherRows(local.contiguous(), rows);
+}
+
+at::Tensor StreamingDecoder::DecodeLocal(const at::Tensor& latents) {
   const VaeConfig& c = vae_->config;
   TORCH_CHECK(latents.dim() == 5 && latents.size(0) == 1 && latents.size(1) == c.z_dim,
               "StreamingDecoder expects latents [1, ", c.z_dim, ", n, h, w], got ", latents.sizes());
   const int64_t n = latents.size(2), h = latents.size(3), w = latents.size(4);
   if (latent_h_ < 0) {
+    if (Split()) {
+      const Status split_ok = CheckSpatialSplit(c, h, parallel_->world());
+      TORCH_CHECK(split_ok.ok(), split_ok.message());
+      split_.parallel = parallel_.get();
+      split_.latent_rows = SplitRows(h, parallel_->world());
+    }
     latent_h_ = h;
     latent_w_ = w;
-    caches_.assign(MakeTiles(c, h, w).size(), VaeFeatureCache());
+    caches_.assign(Split() ? 1 : MakeTiles(c, h, w).size(), VaeFeatureCache());
   }
   TORCH_CHECK(h == latent_h_ && w == latent_w_, "StreamingDecoder: latent size ", h, "x", w,
               " differs from the stream's ", latent_h_, "x", latent_w_, "; call Reset() first");
   const int64_t s = c.spatial_stride();
   const at::Tensor& ref = ReferenceWeight(*vae_);
-  if (n == 0) return at::zeros({1, 3, 0, s * h, s * w}, ref.options().dtype(at::kFloat));
+  if (n == 0) return at::zeros({1, 3, 0, LocalOutputRows(h).second, s * w}, ref.options().dtype(at::kFloat));
 
   // x = conv2(z · std + mean) (upstream divides by scale[1] = 1/std); 1×1×1, so all latents at once.
   auto [mean, inv_std] = LatentScale(c, ref.device());
@@ -168,6 +198,13 @@ at::Tensor StreamingDecoder::Decode(const at::Tensor& latents) {
 
 at::Tensor StreamingDecoder::DecodeFrame(const at::Tensor& x) {
   const VaeConfig& c = vae_->config;
+  if (Split()) {
+    // This rank's latent rows; the layers fetch halo rows and the attention's keys/values from the others.
+    const int rank = parallel_->rank();
+    const at::Tensor slab = x.narrow(3, SplitOffset(latent_h_, parallel_->world(), rank),
+                                     split_.latent_rows[static_cast<size_t>(rank)]);
+    return Decoder3d(slab, vae_->weights, c, &caches_[0], &split_);
+  }
   const auto tiles = MakeTiles(c, latent_h_, latent_w_);
   if (tiles.size() == 1) return Decoder3d(x, vae_->weights, c, &caches_[0]);
 

@@ -9,11 +9,12 @@
 // Dtypes: fp32, or bf16 with fp32 islands (time embedding, modulation arithmetic, gated residual adds, head and
 // audio encoder run in fp32). Device: wherever the weights live; inputs are moved there. Models never call
 // collectives; block boundaries are exposed through BlockHooks (FSDP/offload gather weights in `before`) and the
-// attention kernel is pluggable (Ulysses).
+// attention kernel is pluggable; Ulysses sequence parallelism goes through models::dit::SequenceParallel.
 // Thread safety: const methods may run concurrently on different caches unless hooks say otherwise.
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -23,6 +24,7 @@
 #include "liveavatar/core/status.h"
 #include "liveavatar/models/dit/config.h"
 #include "liveavatar/models/dit/modules.h"
+#include "liveavatar/models/dit/parallel.h"
 #include "liveavatar/models/weights.h"
 #include "liveavatar/runtime/kv_cache.h"
 
@@ -83,8 +85,20 @@ class CausalWanS2V {
   void set_block_hooks(BlockHooks hooks) { hooks_ = std::move(hooks); }
   void set_debug_tap(DebugTap tap) { tap_ = std::move(tap); }
 
+  // Ulysses sequence parallelism (include/liveavatar/models/dit/parallel.h); nullptr = none (the default).
+  // With one installed, SinkPrefill/StreamBlock are collectives of its group: the blocks run on this rank's
+  // chunk of the tokens (per-token modulation rows), self-attention goes through sp->Attention (RoPE, ring/cond
+  // writes and the softmax on this rank's heads over the whole sequence), and the audio injectors and the head
+  // see the gathered sequence (re-scattered after each injector). The caches then hold only the local heads
+  // (CacheGeometry reports LocalHeads), and StreamBlock returns the full flow prediction on every rank.
+  // Debug taps of the block outputs ("block<i>.out") are not emitted under sequence parallelism.
+  // InvalidArgument when the group has more ranks than the model has heads.
+  Status set_sequence_parallel(std::shared_ptr<SequenceParallel> sp);
+  const std::shared_ptr<SequenceParallel>& sequence_parallel() const { return sp_; }
+
   // Cache geometry for latent grid H x W and `latent_frames_per_clip` (12) latent frames per ring;
-  // cond capacity = the sink token count unless `cond_capacity` > 0.
+  // cond capacity = the sink token count unless `cond_capacity` > 0. num_heads = this rank's heads under
+  // sequence parallelism (so per-rank cache bytes divide by P), config().num_heads otherwise.
   runtime::DitCacheGeometry CacheGeometry(int64_t latent_h, int64_t latent_w, int64_t latent_frames_per_clip,
                                           int64_t cond_capacity = 0) const;
 
@@ -104,12 +118,17 @@ class CausalWanS2V {
   static StatusOr<CausalWanS2V> CreateImpl(const DitConfig& config, WeightMap weights, c10::ScalarType dtype,
                                            const c10::Device& device, bool external_blocks);
   // Self-attention + cross-attention + FFN of layer i on the residual x [1, N, dim] (fp32) with per-frame
-  // modulation rows mod_rows [F, 6, dim] (F frames of rows_per_frame tokens). `self_attn` receives q, k
-  // (RMSNormed, not rotated) and v [1, N, heads, head_dim]; it applies RoPE, updates the cache and attends.
-  // Returns the new residual (fp32).
+  // modulation rows mod_rows [F, 6, dim] (F frames of rows_per_frame tokens), or, when `token_rows` [N] (int64)
+  // is defined, token j modulated by row token_rows[j] (a sequence-parallel chunk that need not start or end
+  // on a frame boundary). `self_attn` receives q, k (RMSNormed, not rotated) and v [1, N, heads, head_dim]; it
+  // applies RoPE, updates the cache and attends. Returns the new residual (fp32).
   at::Tensor Block(int64_t i, const at::Tensor& x, const at::Tensor& mod_rows, int64_t rows_per_frame,
-                   const at::Tensor& text, const std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k,
-                                                                          const at::Tensor& v)>& self_attn) const;
+                   const at::Tensor& token_rows, const at::Tensor& text,
+                   const std::function<at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>&
+                       self_attn) const;
+  // Modulation row of every token of this rank's sequence-parallel chunk of n tokens (rows_per_frame tokens
+  // per row; padding tokens take the last row).
+  at::Tensor ChunkTokenRows(int64_t n, int64_t rows_per_frame) const;
   void Tap(const std::string& name, const at::Tensor& t) const {
     if (tap_) tap_(name, t);
   }
@@ -121,6 +140,7 @@ class CausalWanS2V {
   AttentionFn attention_;
   BlockHooks hooks_;
   DebugTap tap_;
+  std::shared_ptr<SequenceParallel> sp_;
 };
 
 // Loads config.json + diffusion_pytorch_model.safetensors (or a sharded index) from `dir` with strict key

@@ -34,7 +34,8 @@ struct VaeConfig {
   // When on, every latent frame is decoded as overlapping latent tiles of tile_latent_size² (each tile keeps its
   // own causal cache) blended linearly across the overlap. Lowers peak activation memory roughly by
   // (H·W)/tile² at the cost of recomputing the overlap; not bit-identical (the middle attention block and the
-  // convolutions' receptive field see only the tile). Ignored when the latent fits in one tile.
+  // convolutions' receptive field see only the tile). Ignored when the latent fits in one tile. Refused together
+  // with a spatial split over several ranks (CheckSpatialSplit in spatial_parallel.h).
   bool tile_decode = false;
   int64_t tile_latent_size = 32;     // tile edge in latent pixels (×8 in output pixels)
   int64_t tile_latent_overlap = 8;   // overlap between neighbouring tiles in latent pixels; < tile_latent_size

@@ -6,6 +6,9 @@
 //   * upsample3d marks its first chunk with an empty slot (the first chunk passes through; the next one gets
 //     zero history, so the first frame is never used as temporal history — upstream behaviour).
 //
+// With a spatial split (spatial_parallel.h) each rank's cache holds only its own rows (the halo-padded input of
+// every conv with a 3-row kernel), so the causal state never crosses ranks.
+//
 // A cache belongs to exactly one pass (one encode, or one decoder stream, or one spatial tile of it); the model
 // functions read and update it and keep no state of their own. Owned by the caller (StreamingDecoder, Encode).
 // Thread safety: none; one cache per thread.

@@ -1,0 +1,319 @@
+#include "liveavatar/dist/shard_manager.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+#include "liveavatar/models/dit/weights.h"
+
+namespace liveavatar::dist {
+
+namespace {
+
+using models::WeightSpec;
+using models::dit::CausalWanS2V;
+using models::dit::DitConfig;
+
+// Layer index of a "blocks.<i>." key, -1 for every other key.
+int64_t BlockIndex(const std::string& key) {
+  static const std::string kPrefix = "blocks.";
+  if (key.compare(0, kPrefix.size(), kPrefix) != 0) return -1;
+  const size_t dot = key.find('.', kPrefix.size());
+  if (dot == std::string::npos || dot == kPrefix.size()) return -1;
+  int64_t i = 0;
+  for (size_t p = kPrefix.size(); p < dot; ++p) {
+    if (key[p] < '0' || key[p] > '9') return -1;
+    i = i * 10 + (key[p] - '0');
+  }
+  return i;
+}
+
+struct Units {
+  std::vector<std::vector<WeightSpec>> blocks;
+  std::vector<WeightSpec> root;
+};
+
+Units SplitUnits(const DitConfig& config, const std::vector<WeightSpec>& specs) {
+  Units u;
+  u.blocks.resize(static_cast<size_t>(config.num_layers));
+  for (const auto& s : specs) {
+    const int64_t i = BlockIndex(s.key);
+    if (i >= 0 && i < config.num_layers) {
+      u.blocks[static_cast<size_t>(i)].push_back(s);
+    } else {
+      u.root.push_back(s);
+    }
+  }
+  return u;
+}
+
+std::string Shape(const std::vector<int64_t>& shape) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
+  o << "]";
+  return o.str();
+}
+
+// Strict key check of the checkpoint against the model's specs (one error listing every problem).
+Status CheckStore(const io::TensorStore& store, const std::vector<WeightSpec>& specs) {
+  std::vector<std::string> missing, mismatched, unexpected;
+  std::set<std::string> known;
+  for (const auto& s : specs) {
+    known.insert(s.key);
+    if (!store.Contains(s.key)) {
+      missing.push_back(s.key);
+      continue;
+    }
+    LA_ASSIGN_OR_RETURN(io::TensorMeta meta, store.Meta(s.key));
+    if (meta.shape != s.shape) {
+      mismatched.push_back(s.key + ": " + Shape(meta.shape) + " vs expected " + Shape(s.shape));
+    }
+  }
+  for (const auto& k : store.Keys()) {
+    if (!known.count(k)) unexpected.push_back(k);
+  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) return Status::Ok();
+  std::ostringstream o;
+  o << store.path() << ": checkpoint does not match the DiT config:";
+  if (!missing.empty()) {
+    o << "\n  missing keys (" << missing.size() << "):";
+    for (const auto& k : missing) o << "\n    " << k;
+  }
+  if (!mismatched.empty()) {
+    o << "\n  shape mismatches (" << mismatched.size() << "):";
+    for (const auto& k : mismatched) o << "\n    " << k;
+  }
+  if (!unexpected.empty()) {
+    o << "\n  unexpected keys (" << unexpected.size() << "):";
+    for (const auto& k : unexpected) o << "\n    " << k;
+  }
+  return Status::InvalidArgument(o.str());
+}
+
+std::function<c10::ScalarType(const std::string&)> DtypeOf(c10::ScalarType dtype) {
+  return [dtype](const std::string& key) { return CausalWanS2V::WeightDtype(key, dtype); };
+}
+
+Status CheckOptions(const ShardOptions& options) {
+  if (options.prefetch < 0) {
+    return Status::InvalidArgument("--fsdp_prefetch: must be >= 0, got " + std::to_string(options.prefetch));
+  }
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16) {
+    return Status::InvalidArgument(std::string("ShardManager: unsupported model dtype ") +
+                                   c10::toString(options.dtype) + " (use float32 or bfloat16)");
+  }
+  return Status::Ok();
+}
+
+// Root layout: one flat unit over the group when sharded, a group of one (the whole unit) when replicated.
+FlatLayout RootLayout(const std::vector<WeightSpec>& root, const ShardOptions& options, int group_size) {
+  return MakeFlatLayout(root, DtypeOf(options.dtype), options.shard_root ? group_size : 1);
+}
+
+}  // namespace
+
+ShardManager::ShardManager(CommunicatorPtr group, const ShardOptions& options)
+    : group_(std::move(group)), options_(options) {}
+
+ShardManager::~ShardManager() {
+  // No waiting here: a peer may be gone. Buffers still targeted by an in-flight NCCL gather are protected by the
+  // communicator (it marks them in use on its stream for the caching allocator).
+  pending_.clear();
+}
+
+ShardAccounting ShardManager::Plan(const DitConfig& config, const ShardOptions& options, int group_size) {
+  TORCH_CHECK(group_size >= 1, "ShardManager::Plan: group_size must be >= 1");
+  const Units units = SplitUnits(config, models::dit::DitWeightSpecs(config));
+  ShardAccounting a;
+  if (units.blocks.empty()) return a;
+  const FlatLayout block = MakeFlatLayout(units.blocks[0], DtypeOf(options.dtype), group_size);
+  const FlatLayout root = RootLayout(units.root, options, group_size);
+  const int64_t layers = static_cast<int64_t>(units.blocks.size());
+  a.total_param_bytes = block.param_bytes * layers + root.param_bytes;
+  a.block_bytes = block.padded_bytes;
+  a.resident_shard_bytes = block.shard_bytes * layers;
+  a.root_bytes = root.padded_bytes;
+  a.unshard_buffer_bytes = std::min<int64_t>(options.prefetch + 1, layers) * block.padded_bytes;
+  a.peak_unshard_buffer_bytes = a.unshard_buffer_bytes;
+  a.peak_unshard_in_use_bytes = a.unshard_buffer_bytes;
+  const int64_t load_peak = a.resident_shard_bytes + a.root_bytes + (options.shard_root ? root.shard_bytes : 0);
+  a.peak_bytes = std::max(a.resident_bytes(), load_peak);
+  return a;
+}
+
+StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& config, const io::TensorStore& store,
+                                                            CommunicatorPtr group, const ShardOptions& options) {
+  if (group == nullptr) return Status::InvalidArgument("ShardManager: no communicator group");
+  LA_RETURN_IF_ERROR(config.Validate());
+  LA_RETURN_IF_ERROR(CheckOptions(options));
+  const std::vector<WeightSpec> specs = models::dit::DitWeightSpecs(config);
+  LA_RETURN_IF_ERROR(CheckStore(store, specs));
+  std::optional<SliceLora> lora;
+  if (!options.lora_path.empty()) {
+    LA_ASSIGN_OR_RETURN(lora, OpenSliceLora(options.lora_path, options.lora_alpha, options.lora_rank, specs));
+  }
+  const SliceLora* lora_ptr = lora ? &*lora : nullptr;
+
+  std::unique_ptr<ShardManager> m(new ShardManager(group, options));
+  const int size = group->Size();
+  const int rank = group->Rank();
+  const Units units = SplitUnits(config, specs);
+  m->num_layers_ = config.num_layers;
+  for (const auto& b : units.blocks) m->layouts_.push_back(MakeFlatLayout(b, DtypeOf(options.dtype), size));
+  m->root_layout_ = RootLayout(units.root, options, size);
+  ShardAccounting& a = m->acct_;
+  a.block_bytes = m->layouts_.front().padded_bytes;
+  a.total_param_bytes = m->root_layout_.param_bytes;
+  for (const auto& l : m->layouts_) {
+    TORCH_CHECK(l.padded_bytes == a.block_bytes, "ShardManager: blocks have different layouts");
+    a.total_param_bytes += l.param_bytes;
+  }
+
+  // Block slices: filled on the host one block at a time, then moved to the device.
+  const int64_t shard_bytes = m->layouts_.front().shard_bytes;
+  const auto byte_opts = at::TensorOptions().dtype(at::kByte);
+  m->shards_ = at::empty({m->num_layers_, shard_bytes}, byte_opts.device(options.device));
+  a.resident_shard_bytes = m->shards_.numel();
+  const bool on_host = options.device.is_cpu();
+  at::Tensor staging = on_host ? at::Tensor() : at::empty({shard_bytes}, byte_opts);
+  for (int64_t i = 0; i < m->num_layers_; ++i) {
+    at::Tensor dst = on_host ? m->shards_.select(0, i) : staging;
+    LA_RETURN_IF_ERROR(FillShard(m->layouts_[static_cast<size_t>(i)], rank, store, lora_ptr, dst, &a.bytes_read,
+                                 &a.lora_bytes_read)
+                           .WithPrefix("block " + std::to_string(i)));
+    if (!on_host) m->shards_.select(0, i).copy_(staging);
+  }
+  staging.reset();
+
+  // Root unit: replicated (read whole) or sharded and gathered once.
+  const FlatLayout& root = m->root_layout_;
+  at::Tensor root_shard = at::empty({root.shard_bytes}, byte_opts);
+  const int root_rank = options.shard_root ? rank : 0;
+  LA_RETURN_IF_ERROR(FillShard(root, root_rank, store, lora_ptr, root_shard, &a.bytes_read, &a.lora_bytes_read)
+                         .WithPrefix("root unit"));
+  root_shard = root_shard.to(options.device);
+  if (root.group_size > 1) {
+    m->root_ = at::empty({root.padded_bytes}, byte_opts.device(options.device));
+    a.root_bytes = m->root_.numel();
+    a.peak_bytes = std::max(a.peak_bytes, a.resident_shard_bytes + a.root_bytes + root_shard.numel());
+    Status s = group->AllGatherIntoTensor(m->root_, root_shard)->Wait();
+    if (!s.ok()) return s.WithPrefix("ShardManager: all-gather of the root unit");
+  } else {
+    m->root_ = root_shard;
+    a.root_bytes = m->root_.numel();
+  }
+  root_shard.reset();
+  a.peak_bytes = std::max(a.peak_bytes, a.resident_bytes());
+
+  models::WeightMap root_views = ViewParams(root, m->root_);
+  LA_ASSIGN_OR_RETURN(CausalWanS2V model, CausalWanS2V::CreateWithExternalBlocks(config, std::move(root_views),
+                                                                                 options.dtype, options.device));
+  m->model_ = std::make_unique<CausalWanS2V>(std::move(model));
+  ShardManager* self = m.get();
+  m->model_->set_block_hooks({[self](int64_t i) { self->Before(i); }, [self](int64_t i) { self->After(i); }});
+  return m;
+}
+
+StatusOr<std::unique_ptr<ShardManager>> ShardManager::Open(const std::string& ckpt_dir, CommunicatorPtr group,
+                                                          const ShardOptions& options) {
+  namespace fs = std::filesystem;
+  LA_ASSIGN_OR_RETURN(DitConfig config, models::dit::LoadDitConfig((fs::path(ckpt_dir) / "config.json").string()));
+  std::string path = (fs::path(ckpt_dir) / "diffusion_pytorch_model.safetensors").string();
+  if (!fs::exists(path)) path = (fs::path(ckpt_dir) / "diffusion_pytorch_model.safetensors.index.json").string();
+  LA_ASSIGN_OR_RETURN(std::shared_ptr<io::TensorStore> store, io::OpenTensorStore(path));
+  return Create(config, *store, std::move(group), options);
+}
+
+void ShardManager::ResetPeaks() {
+  acct_.peak_unshard_in_use_bytes = acct_.unshard_in_use_bytes;
+  acct_.peak_unshard_buffer_bytes = acct_.unshard_buffer_bytes;
+  acct_.peak_bytes = acct_.resident_bytes();
+  peak_buffers_in_use_ = static_cast<int>(pending_.size());
+}
+
+void ShardManager::NoteUsage() {
+  acct_.unshard_buffer_bytes = buffers_allocated_ * acct_.block_bytes;
+  acct_.unshard_in_use_bytes = static_cast<int64_t>(pending_.size()) * acct_.block_bytes;
+  acct_.peak_unshard_in_use_bytes = std::max(acct_.peak_unshard_in_use_bytes, acct_.unshard_in_use_bytes);
+  acct_.peak_unshard_buffer_bytes = std::max(acct_.peak_unshard_buffer_bytes, acct_.unshard_buffer_bytes);
+  acct_.peak_bytes = std::max(acct_.peak_bytes, acct_.resident_bytes());
+  peak_buffers_in_use_ = std::max(peak_buffers_in_use_, static_cast<int>(pending_.size()));
+}
+
+void ShardManager::Issue(int64_t layer) {
+  at::Tensor buffer;
+  if (!free_buffers_.empty()) {
+    buffer = std::move(free_buffers_.back());
+    free_buffers_.pop_back();
+  } else {
+    TORCH_CHECK(buffers_allocated_ < options_.prefetch + 1, "ShardManager: unshard pool exhausted (",
+                buffers_allocated_, " buffers in use)");
+    buffer = at::empty({acct_.block_bytes}, at::TensorOptions().dtype(at::kByte).device(options_.device));
+    ++buffers_allocated_;
+  }
+  Pending p;
+  p.work = group_->AllGatherIntoTensor(buffer, shards_.select(0, layer));
+  p.buffer = std::move(buffer);
+  pending_[layer] = std::move(p);
+  ++acct_.gathers;
+  NoteUsage();
+}
+
+void ShardManager::Release(int64_t layer) {
+  auto it = pending_.find(layer);
+  if (it == pending_.end()) return;
+  if (it->second.installed) {
+    models::WeightMap* w = model_->mutable_weights();
+    for (const auto& p : layouts_[static_cast<size_t>(layer)].params) w->erase(p.key);
+  }
+  free_buffers_.push_back(std::move(it->second.buffer));
+  pending_.erase(it);
+  NoteUsage();
+}
+
+void ShardManager::Drain(bool quiet) {
+  Status first;
+  while (!pending_.empty()) {
+    auto it = pending_.begin();
+    if (!it->second.installed) {
+      Status s = it->second.work->Wait();
+      if (!s.ok() && first.ok()) first = s.WithPrefix("FSDP all-gather of block " + std::to_string(it->first));
+    }
+    Release(it->first);
+  }
+  next_layer_ = 0;
+  if (!quiet && !first.ok()) throw StatusError(first);
+}
+
+void ShardManager::Before(int64_t layer) {
+  TORCH_CHECK(layer >= 0 && layer < num_layers_, "ShardManager: block index ", layer, " out of range");
+  bool stale = layer != next_layer_;
+  for (const auto& kv : pending_) stale = stale || kv.second.installed;
+  if (stale && !pending_.empty()) Drain(/*quiet=*/false);
+  if (!pending_.count(layer)) Issue(layer);
+  const int64_t last = std::min<int64_t>(layer + options_.prefetch, num_layers_ - 1);
+  for (int64_t j = layer + 1; j <= last; ++j) {
+    if (!pending_.count(j)) Issue(j);
+  }
+  Pending& p = pending_.at(layer);
+  Status s = p.work->Synchronize();
+  if (!s.ok()) {
+    const Status err = s.WithPrefix("FSDP all-gather of block " + std::to_string(layer));
+    Drain(/*quiet=*/true);
+    throw StatusError(err);
+  }
+  models::WeightMap* w = model_->mutable_weights();
+  for (auto& [key, view] : ViewParams(layouts_[static_cast<size_t>(layer)], p.buffer)) (*w)[key] = std::move(view);
+  p.installed = true;
+}
+
+void ShardManager::After(int64_t layer) {
+  Release(layer);
+  next_layer_ = layer + 1 == num_layers_ ? 0 : layer + 1;
+}
+
+}  // namespace liveavatar::dist
