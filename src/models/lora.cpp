@@ -81,60 +81,69 @@ StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path) {
   return c;
 }
 
-StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
-                        const std::vector<std::string>& targets) {
-  if (rank <= 0) return Status::InvalidArgument(lora.path() + ": LoRA rank must be positive");
-  struct Pair {
-    std::string key_a, key_b;
-  };
-  std::map<std::string, Pair> pairs;
-  std::vector<std::string> errors;
+StatusOr<LoraMatch> MatchLora(const io::TensorStore& lora, const std::map<std::string, std::vector<int64_t>>& base_shapes,
+                              int rank, const std::vector<std::string>& targets) {
+  LoraMatch m;
   for (const auto& key : lora.Keys()) {
     std::string module;
     char which = 0;
     if (!ParseLoraKey(key, &module, &which)) {
-      errors.push_back(key + " (not a lora_A/lora_B weight)");
+      m.errors.push_back(key + " (not a lora_A/lora_B weight)");
       continue;
     }
     if (!MatchesTarget(module, targets)) {
-      errors.push_back(key + " (module \"" + module + "\" is not a LoRA target)");
+      m.errors.push_back(key + " (module \"" + module + "\" is not a LoRA target)");
       continue;
     }
-    if (!weights.count(module + ".weight")) {
-      errors.push_back(key + " (no base weight \"" + module + ".weight\")");
+    if (!base_shapes.count(module + ".weight")) {
+      m.errors.push_back(key + " (no base weight \"" + module + ".weight\")");
       continue;
     }
-    auto& p = pairs[module];
-    (which == 'A' ? p.key_a : p.key_b) = key;
+    auto& p = m.pairs[module];
+    (which == 'A' ? p.first : p.second) = key;
   }
-  for (const auto& [module, p] : pairs) {
-    if (p.key_a.empty() || p.key_b.empty()) {
-      errors.push_back((p.key_a.empty() ? p.key_b : p.key_a) + " (unpaired: lora_A and lora_B must both exist)");
+  for (auto it = m.pairs.begin(); it != m.pairs.end();) {
+    const std::string& module = it->first;
+    const auto& p = it->second;
+    if (p.first.empty() || p.second.empty()) {
+      m.errors.push_back((p.first.empty() ? p.second : p.first) + " (unpaired: lora_A and lora_B must both exist)");
+      it = m.pairs.erase(it);
       continue;
     }
-    LA_ASSIGN_OR_RETURN(auto ma, lora.Meta(p.key_a));
-    LA_ASSIGN_OR_RETURN(auto mb, lora.Meta(p.key_b));
-    const auto& w = weights.at(module + ".weight");
-    if (ma.shape.size() != 2 || mb.shape.size() != 2 || w.dim() != 2 || ma.shape[0] != rank ||
-        mb.shape[1] != rank || ma.shape[1] != w.size(1) || mb.shape[0] != w.size(0)) {
+    LA_ASSIGN_OR_RETURN(auto ma, lora.Meta(p.first));
+    LA_ASSIGN_OR_RETURN(auto mb, lora.Meta(p.second));
+    const std::vector<int64_t>& w = base_shapes.at(module + ".weight");
+    if (ma.shape.size() != 2 || mb.shape.size() != 2 || w.size() != 2 || ma.shape[0] != rank ||
+        mb.shape[1] != rank || ma.shape[1] != w[1] || mb.shape[0] != w[0]) {
       std::ostringstream o;
       o << module << " (shape mismatch: A [" << (ma.shape.size() > 0 ? ma.shape[0] : -1) << ", "
         << (ma.shape.size() > 1 ? ma.shape[1] : -1) << "], B [" << (mb.shape.size() > 0 ? mb.shape[0] : -1) << ", "
-        << (mb.shape.size() > 1 ? mb.shape[1] : -1) << "], weight " << w.sizes() << ", rank " << rank << ")";
-      errors.push_back(o.str());
+        << (mb.shape.size() > 1 ? mb.shape[1] : -1) << "], weight " << at::IntArrayRef(w) << ", rank " << rank
+        << ")";
+      m.errors.push_back(o.str());
     }
+    ++it;
   }
-  if (!errors.empty()) {
+  return m;
+}
+
+StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
+                        const std::vector<std::string>& targets) {
+  if (rank <= 0) return Status::InvalidArgument(lora.path() + ": LoRA rank must be positive");
+  std::map<std::string, std::vector<int64_t>> base_shapes;
+  for (const auto& [key, w] : weights) base_shapes[key] = w.sizes().vec();
+  LA_ASSIGN_OR_RETURN(LoraMatch match, MatchLora(lora, base_shapes, rank, targets));
+  if (!match.errors.empty()) {
     std::ostringstream o;
-    o << lora.path() << ": " << errors.size() << " LoRA key(s) do not match the model:";
-    for (const auto& e : errors) o << "\n    " << e;
+    o << lora.path() << ": " << match.errors.size() << " LoRA key(s) do not match the model:";
+    for (const auto& e : match.errors) o << "\n    " << e;
     return Status::InvalidArgument(o.str());
   }
   const double scale = alpha / static_cast<double>(rank);
   int merged = 0;
-  for (const auto& [module, p] : pairs) {
-    LA_ASSIGN_OR_RETURN(auto a, lora.Get(p.key_a));
-    LA_ASSIGN_OR_RETURN(auto b, lora.Get(p.key_b));
+  for (const auto& [module, p] : match.pairs) {
+    LA_ASSIGN_OR_RETURN(auto a, lora.Get(p.first));
+    LA_ASSIGN_OR_RETURN(auto b, lora.Get(p.second));
     auto& w = weights.at(module + ".weight");
     auto delta = at::matmul(b.to(w.device(), at::kFloat), a.to(w.device(), at::kFloat)) * scale;
     w = (w.to(at::kFloat) + delta).to(w.scalar_type());

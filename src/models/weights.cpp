@@ -21,30 +21,36 @@ bool EndsWith(const std::string& s, const std::string& p) {
 }
 }  // namespace
 
-StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
-                                const LoadOptions& options) {
-  std::vector<std::string> missing, mismatched, unused;
+StatusOr<WeightCheck> CheckWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
+                                   const std::vector<std::string>& ignore_prefixes) {
+  WeightCheck c;
   std::set<std::string> consumed;
-  WeightMap out;
   for (const auto& spec : specs) {
     consumed.insert(spec.key);
     if (!store.Contains(spec.key)) {
-      if (!spec.optional) missing.push_back(spec.key + " " + ShapeStr(spec.shape));
+      if (!spec.optional) c.missing.push_back(spec.key + " " + ShapeStr(spec.shape));
       continue;
     }
     LA_ASSIGN_OR_RETURN(io::TensorMeta meta, store.Meta(spec.key));
     if (meta.shape != spec.shape) {
-      mismatched.push_back(spec.key + ": file " + ShapeStr(meta.shape) + ", expected " + ShapeStr(spec.shape));
+      c.mismatched.push_back(spec.key + ": file " + ShapeStr(meta.shape) + ", expected " + ShapeStr(spec.shape));
       continue;
     }
+    ++c.matched;
   }
   for (const auto& key : store.Keys()) {
     if (consumed.count(key)) continue;
     bool ignored = false;
-    for (const auto& p : options.ignore_prefixes) ignored = ignored || StartsWith(key, p);
-    if (!ignored) unused.push_back(key);
+    for (const auto& p : ignore_prefixes) ignored = ignored || StartsWith(key, p);
+    if (!ignored) c.unexpected.push_back(key);
   }
-  if (!missing.empty() || !mismatched.empty() || !unused.empty()) {
+  return c;
+}
+
+StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
+                                const LoadOptions& options) {
+  LA_ASSIGN_OR_RETURN(WeightCheck check, CheckWeights(store, specs, options.ignore_prefixes));
+  if (!check.ok()) {
     std::ostringstream o;
     o << store.path() << ": checkpoint does not match the model:";
     auto list = [&o](const char* what, const std::vector<std::string>& v) {
@@ -52,11 +58,12 @@ StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<
       o << "\n  " << v.size() << " " << what << ":";
       for (const auto& s : v) o << "\n    " << s;
     };
-    list("missing key(s)", missing);
-    list("shape mismatch(es)", mismatched);
-    list("unexpected key(s)", unused);
+    list("missing key(s)", check.missing);
+    list("shape mismatch(es)", check.mismatched);
+    list("unexpected key(s)", check.unexpected);
     return Status::Corruption(o.str());
   }
+  WeightMap out;
   for (const auto& spec : specs) {
     if (!store.Contains(spec.key)) continue;
     LA_ASSIGN_OR_RETURN(at::Tensor t, store.Get(spec.key));

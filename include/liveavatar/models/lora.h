@@ -6,7 +6,9 @@
 // Thread safety: mutates the given WeightMap; callers serialise.
 #pragma once
 
+#include <map>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,18 @@ struct LoraTrainingConfig {
   std::vector<std::string> targets;
 };
 StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path);
+
+// The key matching of MergeLora() without merging (dry run; `liveavatar doctor`): pairs every lora_A/lora_B key
+// of `lora` with a targeted base weight, given only the base weights' shapes (`base_shapes`: key -> shape, e.g.
+// from DitWeightSpecs). Reads tensor metadata only. `errors` has one line per LoRA key that does not resolve to a
+// targeted `<module>.weight` of `base_shapes` (naming the key and why), per unpaired A/B tensor, and per
+// rank/shape mismatch; `pairs` maps each matched module to its (lora_A key, lora_B key).
+struct LoraMatch {
+  std::map<std::string, std::pair<std::string, std::string>> pairs;
+  std::vector<std::string> errors;
+};
+StatusOr<LoraMatch> MatchLora(const io::TensorStore& lora, const std::map<std::string, std::vector<int64_t>>& base_shapes,
+                              int rank, const std::vector<std::string>& targets = DefaultLoraTargets());
 
 // Merges every A/B pair of `lora` into `weights` (merge in fp32, result in the weight's dtype). Returns the
 // number of merged pairs. Errors (weights untouched) list every LoRA key that does not resolve to a targeted

@@ -36,6 +36,18 @@ struct LoadOptions {
 
 using WeightMap = std::map<std::string, at::Tensor>;
 
+// The metadata half of LoadWeights(): compares the keys and shapes of `store` with `specs` without reading any
+// tensor data (`liveavatar doctor`, pre-flight checks). Each list holds one entry per offending key, formatted as
+// in LoadWeights()'s error: "key [shape]" (missing), "key: file [a], expected [b]" (mismatched), "key" (unexpected;
+// keys starting with one of `ignore_prefixes` are allowed to go unused).
+struct WeightCheck {
+  std::vector<std::string> missing, mismatched, unexpected;
+  size_t matched = 0;  // specs found with the expected shape
+  bool ok() const { return missing.empty() && mismatched.empty() && unexpected.empty(); }
+};
+StatusOr<WeightCheck> CheckWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
+                                   const std::vector<std::string>& ignore_prefixes = {});
+
 // Loads exactly `specs` from `store`. Errors name store.path() and list the offending keys with both shapes.
 StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
                                 const LoadOptions& options);
