@@ -1,7 +1,6 @@
 #include "liveavatar/dist/flat_param.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -13,37 +12,6 @@ namespace liveavatar::dist {
 namespace {
 
 int64_t AlignUp(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
-
-bool StartsWith(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-bool EndsWith(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
-
-// PEFT key parsing and target matching, as models/lora.cpp does for MergeLora (same rules, same messages).
-bool ParseLoraKey(std::string key, std::string* module, char* which) {
-  const std::string kPrefix = "base_model.model.";
-  if (StartsWith(key, kPrefix)) key = key.substr(kPrefix.size());
-  for (const char* suffix : {".default.weight", ".weight"}) {
-    if (!EndsWith(key, suffix)) continue;
-    const std::string head = key.substr(0, key.size() - std::string(suffix).size());
-    for (char w : {'A', 'B'}) {
-      const std::string tag = std::string(".lora_") + w;
-      if (EndsWith(head, tag)) {
-        *module = head.substr(0, head.size() - tag.size());
-        *which = w;
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
-bool MatchesTarget(const std::string& module, const std::vector<std::string>& targets) {
-  for (const auto& t : targets) {
-    if (module == t || EndsWith(module, "." + t)) return true;
-  }
-  return false;
-}
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   std::ostringstream o;
@@ -87,74 +55,21 @@ StatusOr<SliceLora> ResolveSliceLora(std::shared_ptr<io::TensorStore> lora,
                                      const std::vector<models::WeightSpec>& specs, double alpha, int rank,
                                      const std::vector<std::string>& targets) {
   if (lora == nullptr) return Status::InvalidArgument("ResolveSliceLora: no LoRA store");
-  if (rank <= 0) return Status::InvalidArgument(lora->path() + ": LoRA rank must be positive");
-  std::map<std::string, const models::WeightSpec*> by_key;
-  for (const auto& s : specs) by_key[s.key] = &s;
+  std::map<std::string, std::vector<int64_t>> base_shapes;
+  for (const auto& s : specs) base_shapes[s.key] = s.shape;
+  LA_ASSIGN_OR_RETURN(models::LoraMatch match, models::ResolveLora(*lora, base_shapes, rank, targets));
   SliceLora out;
   out.scale = alpha / static_cast<double>(rank);
-  std::vector<std::string> errors;
-  for (const auto& key : lora->Keys()) {
-    std::string module;
-    char which = 0;
-    if (!ParseLoraKey(key, &module, &which)) {
-      errors.push_back(key + " (not a lora_A/lora_B weight)");
-      continue;
-    }
-    if (!MatchesTarget(module, targets)) {
-      errors.push_back(key + " (module \"" + module + "\" is not a LoRA target)");
-      continue;
-    }
-    if (!by_key.count(module + ".weight")) {
-      errors.push_back(key + " (no base weight \"" + module + ".weight\")");
-      continue;
-    }
-    auto& p = out.pairs[module + ".weight"];
-    (which == 'A' ? p.key_a : p.key_b) = key;
-  }
-  for (auto it = out.pairs.begin(); it != out.pairs.end();) {
-    const auto& [weight_key, p] = *it;
-    if (p.key_a.empty() || p.key_b.empty()) {
-      errors.push_back((p.key_a.empty() ? p.key_b : p.key_a) + " (unpaired: lora_A and lora_B must both exist)");
-      it = out.pairs.erase(it);
-      continue;
-    }
-    LA_ASSIGN_OR_RETURN(auto ma, lora->Meta(p.key_a));
-    LA_ASSIGN_OR_RETURN(auto mb, lora->Meta(p.key_b));
-    const auto& w = by_key.at(weight_key)->shape;
-    if (ma.shape.size() != 2 || mb.shape.size() != 2 || w.size() != 2 || ma.shape[0] != rank ||
-        mb.shape[1] != rank || ma.shape[1] != w[1] || mb.shape[0] != w[0]) {
-      errors.push_back(weight_key.substr(0, weight_key.size() - 7) + " (shape mismatch: A " + ShapeString(ma.shape) +
-                       ", B " + ShapeString(mb.shape) + ", weight " + ShapeString(w) + ", rank " +
-                       std::to_string(rank) + ")");
-    }
-    ++it;
-  }
-  if (!errors.empty()) {
-    std::ostringstream o;
-    o << lora->path() << ": " << errors.size() << " LoRA key(s) do not match the model:";
-    for (const auto& e : errors) o << "\n    " << e;
-    return Status::InvalidArgument(o.str());
-  }
+  for (const auto& [module, keys] : match.pairs) out.pairs[module + ".weight"] = {keys.first, keys.second};
   out.store = std::move(lora);
   return out;
 }
 
 StatusOr<SliceLora> OpenSliceLora(const std::string& lora_path, std::optional<double> alpha, std::optional<int> rank,
                                   const std::vector<models::WeightSpec>& specs) {
-  namespace fs = std::filesystem;
-  std::vector<std::string> targets = models::DefaultLoraTargets();
-  const auto config_path = (fs::path(lora_path).parent_path() / "training_config_lora.json").string();
-  if (fs::exists(config_path)) {
-    LA_ASSIGN_OR_RETURN(auto cfg, models::LoadLoraTrainingConfig(config_path));
-    if (!alpha) alpha = cfg.alpha;
-    if (!rank) rank = cfg.rank;
-    targets = cfg.targets;
-  } else if (!alpha || !rank) {
-    return Status::NotFound(config_path + ": needed for the LoRA alpha/rank of " + lora_path +
-                            " (or pass them explicitly)");
-  }
+  LA_ASSIGN_OR_RETURN(models::LoraTrainingConfig params, models::ResolveLoraParams(lora_path, alpha, rank));
   LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(lora_path));
-  return ResolveSliceLora(std::move(store), specs, *alpha, *rank, targets);
+  return ResolveSliceLora(std::move(store), specs, params.alpha, params.rank, params.targets);
 }
 
 StatusOr<at::Tensor> ConvertRange(const io::TensorStore& store, const FlatParam& param, int64_t begin, int64_t end,

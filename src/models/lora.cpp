@@ -127,11 +127,10 @@ StatusOr<LoraMatch> MatchLora(const io::TensorStore& lora, const std::map<std::s
   return m;
 }
 
-StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
-                        const std::vector<std::string>& targets) {
+StatusOr<LoraMatch> ResolveLora(const io::TensorStore& lora,
+                                const std::map<std::string, std::vector<int64_t>>& base_shapes, int rank,
+                                const std::vector<std::string>& targets) {
   if (rank <= 0) return Status::InvalidArgument(lora.path() + ": LoRA rank must be positive");
-  std::map<std::string, std::vector<int64_t>> base_shapes;
-  for (const auto& [key, w] : weights) base_shapes[key] = w.sizes().vec();
   LA_ASSIGN_OR_RETURN(LoraMatch match, MatchLora(lora, base_shapes, rank, targets));
   if (!match.errors.empty()) {
     std::ostringstream o;
@@ -139,6 +138,14 @@ StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double 
     for (const auto& e : match.errors) o << "\n    " << e;
     return Status::InvalidArgument(o.str());
   }
+  return match;
+}
+
+StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
+                        const std::vector<std::string>& targets) {
+  std::map<std::string, std::vector<int64_t>> base_shapes;
+  for (const auto& [key, w] : weights) base_shapes[key] = w.sizes().vec();
+  LA_ASSIGN_OR_RETURN(LoraMatch match, ResolveLora(lora, base_shapes, rank, targets));
   const double scale = alpha / static_cast<double>(rank);
   int merged = 0;
   for (const auto& [module, p] : match.pairs) {
@@ -152,24 +159,30 @@ StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double 
   return merged;
 }
 
+StatusOr<LoraTrainingConfig> ResolveLoraParams(const std::string& lora_path, std::optional<double> alpha,
+                                               std::optional<int> rank) {
+  LoraTrainingConfig params;
+  params.targets = DefaultLoraTargets();
+  const auto config_path = (std::filesystem::path(lora_path).parent_path() / "training_config_lora.json").string();
+  if (std::filesystem::exists(config_path)) {
+    LA_ASSIGN_OR_RETURN(auto cfg, LoadLoraTrainingConfig(config_path));
+    if (!alpha) alpha = cfg.alpha;
+    if (!rank) rank = cfg.rank;
+    params.targets = cfg.targets;
+  } else if (!alpha || !rank) {
+    return Status::NotFound(config_path + ": needed for the LoRA alpha/rank of " + lora_path +
+                            " (or pass them explicitly)");
+  }
+  params.alpha = *alpha;
+  params.rank = *rank;
+  return params;
+}
+
 StatusOr<int> MergeLoraFile(WeightMap& weights, const std::string& lora_path, std::optional<double> alpha,
                             std::optional<int> rank) {
-  std::vector<std::string> targets = DefaultLoraTargets();
-  const auto config_path = (std::filesystem::path(lora_path).parent_path() / "training_config_lora.json").string();
-  if (!alpha || !rank || std::filesystem::exists(config_path)) {
-    if (!std::filesystem::exists(config_path) && (!alpha || !rank)) {
-      return Status::NotFound(config_path + ": needed for the LoRA alpha/rank of " + lora_path +
-                              " (or pass them explicitly)");
-    }
-    if (std::filesystem::exists(config_path)) {
-      LA_ASSIGN_OR_RETURN(auto cfg, LoadLoraTrainingConfig(config_path));
-      if (!alpha) alpha = cfg.alpha;
-      if (!rank) rank = cfg.rank;
-      targets = cfg.targets;
-    }
-  }
+  LA_ASSIGN_OR_RETURN(LoraTrainingConfig params, ResolveLoraParams(lora_path, alpha, rank));
   LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(lora_path));
-  return MergeLora(weights, *store, *alpha, *rank, targets);
+  return MergeLora(weights, *store, params.alpha, params.rank, params.targets);
 }
 
 }  // namespace liveavatar::models

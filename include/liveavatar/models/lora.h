@@ -41,6 +41,12 @@ struct LoraMatch {
 StatusOr<LoraMatch> MatchLora(const io::TensorStore& lora, const std::map<std::string, std::vector<int64_t>>& base_shapes,
                               int rank, const std::vector<std::string>& targets = DefaultLoraTargets());
 
+// MatchLora() that fails on any error: InvalidArgument naming lora.path() and listing every offending key (the
+// error MergeLora() returns). Also rejects rank <= 0.
+StatusOr<LoraMatch> ResolveLora(const io::TensorStore& lora,
+                                const std::map<std::string, std::vector<int64_t>>& base_shapes, int rank,
+                                const std::vector<std::string>& targets = DefaultLoraTargets());
+
 // Merges every A/B pair of `lora` into `weights` (merge in fp32, result in the weight's dtype). Returns the
 // number of merged pairs. Errors (weights untouched) list every LoRA key that does not resolve to a targeted
 // `<module>.weight` of `weights`, unpaired A/B tensors, and rank/shape mismatches.
@@ -49,6 +55,11 @@ StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double 
 
 // Opens `lora_path`; alpha/rank/targets default to training_config_lora.json in the same folder (an error names
 // that file when it is needed and absent).
+// alpha, rank and targets for the LoRA file `lora_path`: explicit values win; otherwise (and for the targets)
+// training_config_lora.json next to it; NotFound naming that file when it is needed and absent.
+StatusOr<LoraTrainingConfig> ResolveLoraParams(const std::string& lora_path, std::optional<double> alpha,
+                                               std::optional<int> rank);
+
 StatusOr<int> MergeLoraFile(WeightMap& weights, const std::string& lora_path, std::optional<double> alpha,
                             std::optional<int> rank);
 
