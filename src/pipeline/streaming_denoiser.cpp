@@ -24,7 +24,7 @@ StreamingDenoiser::StreamingDenoiser(const models::dit::CausalWanS2V* dit, const
                                      const StreamGeometry& geometry, const c10::TensorOptions& cache_options,
                                      RelativeDistSource relative_dist, int64_t first_step, int64_t num_steps)
     : dit_(dit), scheduler_(scheduler), geometry_(geometry), relative_dist_(std::move(relative_dist)),
-      first_step_(first_step) {
+      first_step_(first_step), cache_options_(cache_options) {
   TORCH_CHECK(dit_ != nullptr && scheduler_ != nullptr, "StreamingDenoiser needs a model and a scheduler");
   TORCH_CHECK(scheduler_->num_steps() > 0, "StreamingDenoiser: scheduler has no timesteps (SetTimesteps first)");
   if (num_steps < 0) num_steps = scheduler_->num_steps() - first_step;
@@ -50,7 +50,22 @@ void StreamingDenoiser::SinkAll() {
   in.ref_latents = ref_latents_;
   in.motion_latents = motion_latents_;
   in.context = context_;
-  for (auto& cache : caches_) dit_->SinkPrefill(in, cache);
+  if (!ring_.enabled) {
+    for (auto& cache : caches_) dit_->SinkPrefill(in, cache);
+    return;
+  }
+  for (int64_t step = first_step_; step < first_step_ + num_steps(); ++step) {
+    Slot* slot = Acquire(step, 0, -1);
+    transfer_->MakeComputeWait(slot->ready);
+    slot->last_use = ++use_clock_;
+    dit_->SinkPrefill(in, slot->cache);
+    // Only the cond rows changed: send them back.
+    transfer_->WaitForCompute();
+    CacheOf(step).CopyCondFrom(slot->cache, [this](const at::Tensor& dst, const at::Tensor& src) {
+      ring_bytes_out_ += runtime::TensorBytes(src);
+      transfer_->Copy(dst, src);
+    });
+  }
 }
 
 void StreamingDenoiser::Prefill(const at::Tensor& context, const at::Tensor& ref_latents,
@@ -81,7 +96,26 @@ at::Tensor StreamingDenoiser::RunStep(int64_t step, int64_t clip, int64_t block,
   in.audio_input = audio_block;
   in.current_start = frame0 * fs;
   in.relative_dist = relative_dist_(clip, block, step);
-  at::Tensor flow = dit_->StreamBlock(in, cache);
+  at::Tensor flow;
+  if (!ring_.enabled) {
+    flow = dit_->StreamBlock(in, cache);
+  } else {
+    const int64_t n = geometry_.frames_per_block * fs;
+    const int64_t ring = cache.geometry().ring_tokens;
+    const auto plan = runtime::PlanRing(in.current_start, n, ring);
+    Slot* slot = Acquire(step, plan.active_end, -1);
+    transfer_->MakeComputeWait(slot->ready);
+    slot->last_use = ++use_clock_;
+    // Prefetch the next owned step (the first one of the next block after the last step) while this one runs.
+    const int64_t last = first_step_ + num_steps() - 1;
+    const int64_t next = step < last ? step + 1 : first_step_;
+    if (next != step) {
+      const int64_t next_start = next > step ? in.current_start : in.current_start + n;
+      Acquire(next, runtime::PlanRing(next_start, n, ring).active_end, step);
+    }
+    flow = dit_->StreamBlock(in, slot->cache);
+    WriteBackRing(*slot, plan.write_pos, plan.write_pos + n);
+  }
   if (flow_tap_) flow_tap_(clip, block, step, flow);
   return scheduler_->Step(flow.to(at::kFloat), x.to(flow.device(), at::kFloat), step);
 }
@@ -94,7 +128,12 @@ at::Tensor StreamingDenoiser::DenoiseBlock(int64_t clip, int64_t block, const at
 }
 
 void StreamingDenoiser::Reset() {
+  if (transfer_) transfer_->Synchronize();
   for (auto& c : caches_) c.Reset();
+  for (auto& slot : slots_) {
+    slot.step = -1;
+    slot.ring_valid = 0;
+  }
   context_ = at::Tensor();
   ref_latents_ = at::Tensor();
   motion_latents_ = at::Tensor();
@@ -102,13 +141,139 @@ void StreamingDenoiser::Reset() {
 
 int64_t StreamingDenoiser::cache_bytes() const {
   int64_t total = 0;
-  for (const auto& c : caches_) {
-    for (int64_t i = 0; i < c.num_layers(); ++i) {
-      const auto& l = c.layer(i);
-      for (const at::Tensor* t : {&l.k, &l.v, &l.cond_k, &l.cond_v}) total += t->numel() * t->element_size();
-    }
-  }
+  for (const auto& c : caches_) total += c.bytes();
   return total;
+}
+
+int64_t StreamingDenoiser::device_cache_bytes() const {
+  if (!ring_.enabled) return cache_bytes();
+  int64_t total = 0;
+  for (const auto& slot : slots_) total += slot.cache.bytes();
+  return total;
+}
+
+int64_t StreamingDenoiser::host_cache_bytes() const { return ring_.enabled ? cache_bytes() : 0; }
+
+const runtime::DitStepCache& StreamingDenoiser::StepCache(int64_t step) {
+  if (transfer_) transfer_->Synchronize();
+  return CacheOf(step);
+}
+
+namespace {
+
+// Every tensor of `src` into `dst` (same geometry) and the cond_end counters.
+void CopyWholeCache(const runtime::DitStepCache& src, runtime::DitStepCache& dst) {
+  for (int64_t i = 0; i < src.num_layers(); ++i) {
+    const auto& s = src.layer(i);
+    auto& d = dst.layer(i);
+    d.k.copy_(s.k);
+    d.v.copy_(s.v);
+    d.cond_k.copy_(s.cond_k);
+    d.cond_v.copy_(s.cond_v);
+    d.cond_end = s.cond_end;
+  }
+}
+
+}  // namespace
+
+void StreamingDenoiser::set_ring_residency(const RingResidency& residency) {
+  TORCH_CHECK(!residency.enabled || residency.device_slots >= 1,
+              "StreamingDenoiser: ring residency needs at least one device slot, got ", residency.device_slots);
+  if (transfer_) transfer_->Synchronize();
+  const auto geo = caches_.front().geometry();
+  const auto dtype = caches_.front().layer(0).k.scalar_type();
+  std::vector<runtime::DitStepCache> moved;
+  moved.reserve(caches_.size());
+  if (residency.enabled) {
+    // Host caches in slabs (pinned in CUDA builds when the cache device is a GPU).
+    std::vector<runtime::HostTensorSpec> specs;
+    const std::vector<int64_t> ring{1, geo.ring_tokens, geo.num_heads, geo.head_dim};
+    const std::vector<int64_t> cond{1, geo.cond_capacity, geo.num_heads, geo.head_dim};
+    for (size_t s = 0; s < caches_.size(); ++s) {
+      for (int64_t i = 0; i < geo.num_layers; ++i) {
+        for (const auto* shape : {&ring, &ring, &cond, &cond}) specs.push_back({*shape, dtype});
+      }
+    }
+    const bool pin = residency.pin_memory && cache_options_.device().is_cuda();
+    runtime::HostAllocation alloc = runtime::AllocateHostTensors(specs, pin);
+    size_t t = 0;
+    for (const auto& c : caches_) {
+      std::vector<runtime::LayerKvCache> layers(static_cast<size_t>(geo.num_layers));
+      for (auto& l : layers) {
+        l.k = alloc.tensors[t++];
+        l.v = alloc.tensors[t++];
+        l.cond_k = alloc.tensors[t++];
+        l.cond_v = alloc.tensors[t++];
+      }
+      moved.push_back(runtime::DitStepCache::FromTensors(geo, std::move(layers)));
+      // A slot may hold newer ring rows than a previous host copy only until its write-back, which has run.
+      CopyWholeCache(c, moved.back());
+    }
+    host_alloc_ = std::move(alloc);
+    caches_ = std::move(moved);
+    const int64_t n_slots = std::min<int64_t>(residency.device_slots, num_steps());
+    slots_.clear();
+    slots_.resize(static_cast<size_t>(n_slots));
+    for (auto& slot : slots_) slot.cache = runtime::DitStepCache(geo, cache_options_);
+    transfer_ = std::make_unique<runtime::TransferStream>(cache_options_.device());
+  } else if (ring_.enabled) {
+    for (const auto& c : caches_) {
+      moved.emplace_back(geo, cache_options_);
+      CopyWholeCache(c, moved.back());
+    }
+    caches_ = std::move(moved);
+    slots_.clear();
+    host_alloc_ = runtime::HostAllocation();
+    transfer_.reset();
+  }
+  ring_ = residency;
+}
+
+StreamingDenoiser::Slot* StreamingDenoiser::Acquire(int64_t step, int64_t ring_end, int64_t keep_step) {
+  const runtime::DitStepCache& host = CacheOf(step);
+  auto copy_in = [this](const at::Tensor& dst, const at::Tensor& src) {
+    ring_bytes_in_ += runtime::TensorBytes(src);
+    transfer_->Copy(dst, src);
+  };
+  Slot* slot = nullptr;
+  for (auto& s : slots_) {
+    if (s.step == step) slot = &s;
+  }
+  bool copied = false;
+  if (slot == nullptr) {
+    for (auto& s : slots_) {
+      if (s.step == keep_step && keep_step >= 0) continue;
+      if (slot == nullptr || (s.step < 0 && slot->step >= 0) ||
+          ((s.step < 0) == (slot->step < 0) && s.last_use < slot->last_use)) {
+        slot = &s;
+      }
+    }
+    if (slot == nullptr) return nullptr;
+    // The compute stream may still read the slot's old contents: copy after it.
+    transfer_->WaitForCompute();
+    slot->cache.CopyCondFrom(host, copy_in);
+    slot->step = step;
+    slot->ring_valid = 0;
+    copied = true;
+  } else if (ring_end > slot->ring_valid) {
+    transfer_->WaitForCompute();
+  }
+  if (ring_end > slot->ring_valid) {
+    slot->cache.CopyRingRowsFrom(host, slot->ring_valid, ring_end, copy_in);
+    slot->ring_valid = ring_end;
+    copied = true;
+  }
+  // A slot that needed nothing keeps the event of its last load (not the later write-backs of other steps).
+  if (copied) slot->ready = transfer_->Record();
+  return slot;
+}
+
+void StreamingDenoiser::WriteBackRing(Slot& slot, int64_t begin, int64_t end) {
+  transfer_->WaitForCompute();
+  CacheOf(slot.step).CopyRingRowsFrom(slot.cache, begin, end, [this](const at::Tensor& dst, const at::Tensor& src) {
+    ring_bytes_out_ += runtime::TensorBytes(src);
+    transfer_->Copy(dst, src);
+  });
 }
 
 }  // namespace liveavatar::pipeline

@@ -4,6 +4,23 @@
 
 namespace liveavatar::runtime {
 
+namespace {
+
+void Copy(const DitStepCache::CopyFn& copy, const at::Tensor& dst, const at::Tensor& src) {
+  if (copy) {
+    copy(dst, src);
+  } else {
+    dst.copy_(src);
+  }
+}
+
+}  // namespace
+
+int64_t DitCacheBytes(const DitCacheGeometry& g, c10::ScalarType dtype) {
+  const int64_t row = g.num_heads * g.head_dim * static_cast<int64_t>(c10::elementSize(dtype));
+  return g.num_layers * 2 * (g.ring_tokens + g.cond_capacity) * row;
+}
+
 int64_t LatentFramesPerClip(int64_t infer_frames, int64_t motion_frames, int64_t latent_motion_frames) {
   return (infer_frames + 3 + motion_frames) / 4 - latent_motion_frames;
 }
@@ -42,6 +59,66 @@ DitStepCache::DitStepCache(const DitCacheGeometry& g, const c10::TensorOptions& 
     l.cond_k = at::zeros({1, g.cond_capacity, g.num_heads, g.head_dim}, options);
     l.cond_v = at::zeros({1, g.cond_capacity, g.num_heads, g.head_dim}, options);
     l.cond_end = 0;
+  }
+}
+
+DitStepCache DitStepCache::FromTensors(const DitCacheGeometry& g, std::vector<LayerKvCache> layers) {
+  TORCH_CHECK(static_cast<int64_t>(layers.size()) == g.num_layers, "DitStepCache::FromTensors: ", layers.size(),
+              " layers for a geometry of ", g.num_layers);
+  const std::vector<int64_t> ring{1, g.ring_tokens, g.num_heads, g.head_dim};
+  const std::vector<int64_t> cond{1, g.cond_capacity, g.num_heads, g.head_dim};
+  const auto& first = layers.front().k;
+  for (const auto& l : layers) {
+    for (const at::Tensor* t : {&l.k, &l.v, &l.cond_k, &l.cond_v}) {
+      TORCH_CHECK(t->defined() && t->is_contiguous(), "DitStepCache::FromTensors: undefined or strided tensor");
+      TORCH_CHECK(t->scalar_type() == first.scalar_type() && t->device() == first.device(),
+                  "DitStepCache::FromTensors: mixed dtypes or devices");
+    }
+    TORCH_CHECK(l.k.sizes() == ring && l.v.sizes() == ring, "DitStepCache::FromTensors: ring ", l.k.sizes(),
+                " != ", at::IntArrayRef(ring));
+    TORCH_CHECK(l.cond_k.sizes() == cond && l.cond_v.sizes() == cond, "DitStepCache::FromTensors: cond ",
+                l.cond_k.sizes(), " != ", at::IntArrayRef(cond));
+    TORCH_CHECK(l.cond_end >= 0 && l.cond_end <= g.cond_capacity, "DitStepCache::FromTensors: bad cond_end");
+  }
+  DitStepCache c;
+  c.geometry_ = g;
+  c.layers_ = std::move(layers);
+  return c;
+}
+
+int64_t DitStepCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers_) {
+    for (const at::Tensor* t : {&l.k, &l.v, &l.cond_k, &l.cond_v}) total += t->numel() * t->element_size();
+  }
+  return total;
+}
+
+void DitStepCache::CopyRingRowsFrom(const DitStepCache& src, int64_t begin, int64_t end, const CopyFn& copy) {
+  TORCH_CHECK(src.num_layers() == num_layers() && src.geometry().ring_tokens == geometry_.ring_tokens,
+              "DitStepCache::CopyRingRowsFrom: geometry mismatch");
+  TORCH_CHECK(begin >= 0 && begin <= end && end <= geometry_.ring_tokens, "DitStepCache::CopyRingRowsFrom: rows [",
+              begin, ", ", end, ") outside the ring of ", geometry_.ring_tokens);
+  if (begin == end) return;
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    auto& d = layers_[static_cast<size_t>(i)];
+    const auto& s = src.layer(i);
+    Copy(copy, d.k.narrow(1, begin, end - begin), s.k.narrow(1, begin, end - begin));
+    Copy(copy, d.v.narrow(1, begin, end - begin), s.v.narrow(1, begin, end - begin));
+  }
+}
+
+void DitStepCache::CopyCondFrom(const DitStepCache& src, const CopyFn& copy) {
+  TORCH_CHECK(src.num_layers() == num_layers() && src.geometry().cond_capacity == geometry_.cond_capacity,
+              "DitStepCache::CopyCondFrom: geometry mismatch");
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    auto& d = layers_[static_cast<size_t>(i)];
+    const auto& s = src.layer(i);
+    if (s.cond_end > 0) {
+      Copy(copy, d.cond_k.narrow(1, 0, s.cond_end), s.cond_k.narrow(1, 0, s.cond_end));
+      Copy(copy, d.cond_v.narrow(1, 0, s.cond_end), s.cond_v.narrow(1, 0, s.cond_end));
+    }
+    d.cond_end = s.cond_end;
   }
 }
 

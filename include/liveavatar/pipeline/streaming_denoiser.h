@@ -20,6 +20,7 @@
 
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/pipeline/scheduler.h"
+#include "liveavatar/runtime/block_offload.h"
 #include "liveavatar/runtime/kv_cache.h"
 
 namespace liveavatar::pipeline {
@@ -43,6 +44,21 @@ struct StreamGeometry {
   }
   int64_t blocks_per_clip() const { return latent_frames_per_clip() / frames_per_block; }
   int64_t video_frames_per_block() const { return infer_frames / blocks_per_clip(); }
+};
+
+// Ring residency (--offload_kv_cache, or chosen by the memory planner; docs/offload.md): the owned step caches
+// live in host memory (pinned in CUDA builds) and only `device_slots` step caches live on the device. Before a
+// step runs, its cache is brought into a slot (only what the slot lacks: the cond rows and cond_end when the slot
+// changes step, and ring rows [0, active_end) not yet loaded); after the call only the ring rows this block wrote
+// (PlanRing's [write_pos, write_pos + F·fs)) go back to the host, and after a sink prefill only the cond rows.
+// With two or more slots the next owned step (cyclically: the first step of the next block after the last) is
+// copied in on a side stream while the current step runs (CUDA; synchronous copies on a CPU device). With as
+// many slots as owned steps nothing is ever evicted and only the write-backs move.
+// Results are bit-identical to the resident mode (the attended rows are the same bytes).
+struct RingResidency {
+  bool enabled = false;
+  int device_slots = 2;   // device step caches, >= 1 (capped at the owned step count)
+  bool pin_memory = true;  // page-lock the host caches (CUDA builds only)
 };
 
 class StreamingDenoiser {
@@ -77,21 +93,58 @@ class StreamingDenoiser {
   const StreamGeometry& geometry() const { return geometry_; }
   int64_t first_step() const { return first_step_; }
   int64_t num_steps() const { return static_cast<int64_t>(caches_.size()); }
-  // Bytes held by the owned caches.
+  // Bytes held by the owned caches (on the host under ring residency).
   int64_t cache_bytes() const;
 
+  // Switches ring residency on or off (see RingResidency); the caches' contents move with them, so it may be
+  // called at any time between calls. Throws c10::Error for device_slots < 1.
+  void set_ring_residency(const RingResidency& residency);
+  const RingResidency& ring_residency() const { return ring_; }
+  // Step-cache bytes on the cache device: every owned cache (resident) or the slots (ring residency; one step
+  // each, runtime::DitCacheBytes).
+  int64_t device_cache_bytes() const;
+  // Step-cache bytes kept in host memory under ring residency (0 when resident).
+  int64_t host_cache_bytes() const;
+  // Host <-> device bytes copied for ring residency so far (in, out).
+  int64_t ring_bytes_in() const { return ring_bytes_in_; }
+  int64_t ring_bytes_out() const { return ring_bytes_out_; }
+  // The authoritative cache of an owned step (the host copy under ring residency, after waiting for pending
+  // write-backs). For inspection and tests.
+  const runtime::DitStepCache& StepCache(int64_t step);
+
  private:
+  // A device step cache of ring residency.
+  struct Slot {
+    runtime::DitStepCache cache;
+    int64_t step = -1;          // owned step it holds, -1 = none
+    int64_t ring_valid = 0;     // ring rows [0, ring_valid) hold the step's data
+    int64_t last_use = 0;
+    runtime::TransferEvent ready;
+  };
+
   runtime::DitStepCache& CacheOf(int64_t step);
   void SinkAll();
+  // Ring residency: the slot holding `step` with ring rows [0, ring_end) loaded (copies issued, not waited);
+  // evicts the least recently used slot not holding `keep_step`; nullptr when none may be evicted.
+  Slot* Acquire(int64_t step, int64_t ring_end, int64_t keep_step);
+  // Ring residency: copies ring rows [begin, end) of the slot back into its step's host cache.
+  void WriteBackRing(Slot& slot, int64_t begin, int64_t end);
 
   const models::dit::CausalWanS2V* dit_;
   const FlowMatchEulerScheduler* scheduler_;
   StreamGeometry geometry_;
   RelativeDistSource relative_dist_;
   int64_t first_step_;
-  std::vector<runtime::DitStepCache> caches_;
+  std::vector<runtime::DitStepCache> caches_;  // the owned steps' caches (host copies under ring residency)
   at::Tensor context_, ref_latents_, motion_latents_;
   FlowTap flow_tap_;
+  c10::TensorOptions cache_options_;
+  RingResidency ring_;
+  runtime::HostAllocation host_alloc_;  // backs caches_ under ring residency
+  std::vector<Slot> slots_;
+  std::unique_ptr<runtime::TransferStream> transfer_;
+  int64_t use_clock_ = 0;
+  int64_t ring_bytes_in_ = 0, ring_bytes_out_ = 0;
 };
 
 }  // namespace liveavatar::pipeline

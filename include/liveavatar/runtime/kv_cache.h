@@ -9,9 +9,11 @@
 // Thread safety: none; one caller (the rank running that step) owns a cache.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
 #include <c10/core/TensorOptions.h>
 
 namespace liveavatar::runtime {
@@ -25,6 +27,10 @@ struct DitCacheGeometry {
   int64_t ring_tokens = 0;    // ring length = latent frames per clip · frame_seqlen
   int64_t cond_capacity = 0;  // rows of the cond cache (>= the sink's token count)
 };
+
+// Bytes of one DitStepCache of `geometry` with elements of `dtype`: per layer k + v rings and cond_k + cond_v
+// (4 · rows · heads · head_dim elements). The one formula for the memory planner and the accounting.
+int64_t DitCacheBytes(const DitCacheGeometry& geometry, c10::ScalarType dtype);
 
 // Latent frames of one clip: (infer_frames + 3 + motion_frames) / 4 − latent_motion_frames (upstream
 // lat_target_frames; 48, 73, 19 → 12).
@@ -53,8 +59,12 @@ struct LayerKvCache {
 
 class DitStepCache {
  public:
+  DitStepCache() = default;  // empty (no layers); assign a real cache before use
   // Zero-filled cache of `geometry` with `options` (dtype/device).
   DitStepCache(const DitCacheGeometry& geometry, const c10::TensorOptions& options);
+  // A cache over caller-allocated tensors (e.g. views into pinned host slabs), used as they are (not zeroed).
+  // REQUIRES: one LayerKvCache per layer, every tensor of the geometry's shape, one dtype and device.
+  static DitStepCache FromTensors(const DitCacheGeometry& geometry, std::vector<LayerKvCache> layers);
 
   DitStepCache(const DitStepCache&) = delete;
   DitStepCache& operator=(const DitStepCache&) = delete;
@@ -65,6 +75,16 @@ class DitStepCache {
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
   LayerKvCache& layer(int64_t i);
   const LayerKvCache& layer(int64_t i) const;
+
+  // Bytes of the four tensors of every layer (== DitCacheBytes(geometry(), dtype)).
+  int64_t bytes() const;
+
+  // Performs dst.copy_(src) (e.g. runtime::TransferStream::Copy for an asynchronous copy); null = copy_.
+  using CopyFn = std::function<void(const at::Tensor& dst, const at::Tensor& src)>;
+  // Copies ring rows [begin, end) of every layer's k and v from `src` (same geometry; any device/dtype).
+  void CopyRingRowsFrom(const DitStepCache& src, int64_t begin, int64_t end, const CopyFn& copy = nullptr);
+  // Copies cond rows [0, src cond_end) and cond_end of every layer from `src`.
+  void CopyCondFrom(const DitStepCache& src, const CopyFn& copy = nullptr);
 
   // Zeroes rings and cond caches and resets cond_end (a new generation).
   void Reset();
