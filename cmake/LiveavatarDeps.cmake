@@ -68,3 +68,40 @@ la_optional_dep(CUDA ${LIVEAVATAR_WITH_CUDA} ${_cuda_found})
 message(STATUS "liveavatar: LibTorch ${Torch_VERSION}; FFmpeg=${LIVEAVATAR_HAVE_FFMPEG} sndfile=${LIVEAVATAR_HAVE_SNDFILE} "
                "png=${LIVEAVATAR_HAVE_PNG} jpeg=${LIVEAVATAR_HAVE_JPEG} "
                "sentencepiece=${LIVEAVATAR_HAVE_SENTENCEPIECE} cuda=${LIVEAVATAR_HAVE_CUDA}")
+
+# CUDA compiler for the fused DiT kernels (src/kernels/*.cu, docs/performance.md "Fused kernels"). With a CUDA
+# LibTorch they are linked into la_dit; without one, when nvcc exists (e.g. /usr/local/cuda), they are only
+# compile-checked (LIVEAVATAR_KERNELS_COMPILE_CHECK). No nvcc: skipped with a message.
+set(LIVEAVATAR_CUDA_ARCHITECTURES "80-real;89-real;90" CACHE STRING
+    "CUDA architectures of the fused kernels (SASS for sm_80/sm_89, SASS + PTX for sm_90)")
+set(_kernels_check_default OFF)
+if(NOT LIVEAVATAR_HAVE_CUDA AND (CMAKE_CUDA_COMPILER OR DEFINED ENV{CUDACXX} OR EXISTS /usr/local/cuda/bin/nvcc))
+  set(_kernels_check_default ON)
+endif()
+option(LIVEAVATAR_KERNELS_COMPILE_CHECK "Compile (not link) src/kernels/*.cu with nvcc when LibTorch has no CUDA"
+       ${_kernels_check_default})
+set(LIVEAVATAR_HAVE_CUDA_COMPILER OFF)
+if(LIVEAVATAR_HAVE_CUDA OR LIVEAVATAR_KERNELS_COMPILE_CHECK)
+  if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(ENV{CUDACXX} /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES ${LIVEAVATAR_CUDA_ARCHITECTURES})
+    endif()
+    if(CCACHE_PROGRAM AND NOT CMAKE_CUDA_COMPILER_LAUNCHER)
+      set(CMAKE_CUDA_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+    endif()
+    enable_language(CUDA)
+    set(LIVEAVATAR_HAVE_CUDA_COMPILER ON)
+  else()
+    message(STATUS "liveavatar: no usable CUDA compiler (nvcc): fused CUDA kernels skipped")
+  endif()
+endif()
+if(LIVEAVATAR_HAVE_CUDA_COMPILER AND LIVEAVATAR_HAVE_CUDA)
+  message(STATUS "liveavatar: fused CUDA kernels linked into la_dit (archs ${LIVEAVATAR_CUDA_ARCHITECTURES})")
+elseif(LIVEAVATAR_HAVE_CUDA_COMPILER)
+  message(STATUS "liveavatar: fused CUDA kernels compile-checked only (archs ${LIVEAVATAR_CUDA_ARCHITECTURES})")
+endif()

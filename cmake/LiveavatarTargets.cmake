@@ -51,3 +51,20 @@ function(la_test name)
     PROPERTIES ENVIRONMENT "LIVEAVATAR_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
     DISCOVERY_TIMEOUT 60)
 endfunction()
+
+# la_cuda_library(<name> <STATIC|OBJECT> <sources...>)
+#   A library of .cu sources built by nvcc for LIVEAVATAR_CUDA_ARCHITECTURES against the shared CUDA runtime (the
+#   one LibTorch uses), with the project's include/ and host-compiler warnings.
+function(la_cuda_library name kind)
+  add_library(${name} ${kind} ${ARGN})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include)
+  set_target_properties(${name} PROPERTIES
+    CUDA_ARCHITECTURES "${LIVEAVATAR_CUDA_ARCHITECTURES}"
+    CUDA_STANDARD 17
+    CUDA_STANDARD_REQUIRED ON
+    CUDA_RUNTIME_LIBRARY Shared
+    POSITION_INDEPENDENT_CODE ON)
+  target_compile_options(${name} PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra>
+    $<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${LIVEAVATAR_WERROR}>>:-Werror=all-warnings>)
+endfunction()
