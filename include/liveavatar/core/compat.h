@@ -13,3 +13,12 @@
 #define LIVEAVATAR_HAS_SDPA LIVEAVATAR_TORCH_AT_LEAST(2, 0)
 // ProcessGroupGloo::_allgather_base / reduce_scatter / bf16 exist from 2.0.
 #define LIVEAVATAR_GLOO_HAS_ALLGATHER_BASE LIVEAVATAR_TORCH_AT_LEAST(2, 0)
+// c10::Allocator::allocate is const until 2.2 and non-const from 2.3, which also adds the pure virtual
+// copy_data(). Use LIVEAVATAR_ALLOCATOR_ALLOCATE_QUALIFIER as the declarator of an override:
+//   LIVEAVATAR_ALLOCATOR_ALLOCATE_QUALIFIER { ... uses size_t n ... }
+#define LIVEAVATAR_ALLOCATOR_HAS_COPY_DATA LIVEAVATAR_TORCH_AT_LEAST(2, 3)
+#if LIVEAVATAR_ALLOCATOR_HAS_COPY_DATA
+#define LIVEAVATAR_ALLOCATOR_ALLOCATE_QUALIFIER c10::DataPtr allocate(size_t n) override
+#else
+#define LIVEAVATAR_ALLOCATOR_ALLOCATE_QUALIFIER c10::DataPtr allocate(size_t n) const override
+#endif
