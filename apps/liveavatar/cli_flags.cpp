@@ -129,16 +129,12 @@ std::vector<FlagDef> BuildTable() {
       "i2v-A14B, ti2v-5B, s2v-14B)", Value(LA_FIELD(run.generate.task)));
   add("--ckpt_dir", kModel, "DIR", kSubRun, "Wan2.2-S2V-14B checkpoint directory (docs/checkpoints.md)",
       Value(LA_FIELD(run.generate.ckpt_dir)), "LIVEAVATAR_CKPT_DIR");
-  add("--ckpt_dir", kModel, "DIR", kSubDoctor, "Checkpoint directory to check (docs/checkpoints.md)",
-      Required(LA_FIELD(doctor.ckpt_dir)), "LIVEAVATAR_CKPT_DIR");
   add("--load_lora,!--no_load_lora", kModel, "", kSubRun,
       "Merge the DMD LoRA of --lora_path_dmd into the DiT (default on, as in the launch scripts)",
       Switch(LA_FIELD(run.generate.load_lora)));
   add("--lora_path_dmd", kModel, "PATH", kSubRun,
       "LoRA .safetensors (PEFT layout); the HF id Quark-Vision/Live-Avatar means "
       "ckpt/LiveAvatar/liveavatar.safetensors", Value(LA_FIELD(run.generate.lora_path_dmd)));
-  add("--lora_path_dmd", kModel, "PATH", kSubDoctor, "LoRA file to check as well",
-      Value(LA_FIELD(doctor.lora_path)));
   add("--training_config", kModel, "PATH", kSubRun,
       "yaml/json with lora_rank, lora_alpha, lora_target_modules (default: r=128, alpha=64, q,k,v,o,ffn.0,ffn.2)",
       Value(LA_FIELD(run.generate.training_config)));
@@ -185,7 +181,7 @@ std::vector<FlagDef> BuildTable() {
       Value(LA_FIELD(run.parallel.num_gpus_dit)));
   add("--ulysses_size", kParallel, "N", kSubRun, "Ulysses sequence-parallel degree",
       Value(LA_FIELD(run.parallel.ulysses_size)));
-  add("--enable_vae_parallel", kParallel, "", kSubRun, "Decode on a dedicated last rank (required with TPP)",
+  add("--enable_vae_parallel", kParallel, "", kSubRun, "Decode on a dedicated last rank (else the last DiT stage decodes)",
       Switch(LA_FIELD(run.parallel.enable_vae_parallel)));
   add("--single_gpu", kParallel, "", kSubRun, "Single-GPU pipeline (forced from the world size)",
       Switch(LA_FIELD(run.parallel.single_gpu)));
@@ -207,16 +203,29 @@ std::vector<FlagDef> BuildTable() {
       Switch(LA_FIELD(run.memory.offload_kv_cache)));
   add("--t5_cpu", kMemory, "", kSubRun, "Run T5 on the CPU", Switch(LA_FIELD(run.memory.t5_cpu)));
   add("--fp8,!--no_fp8", kMemory, "", kSubRun,
-      "FP8 DiT linears; skipped with a log line where FP8 GEMM is missing (default on)",
+      "FP8 (e4m3, per-tensor scale) DiT linear weights, dequantised per block; ~2x less DiT memory, small quality cost (docs/fp8.md; default off)",
       Switch(LA_FIELD(run.memory.fp8)));
   add("--convert_model_dtype,!--no_convert_model_dtype", kMemory, "", kSubRun,
       "Cast the DiT to bf16 (default on; a no-op after bf16 loading)", Switch(LA_FIELD(run.memory.convert_model_dtype)));
   add("--enable_online_decode", kMemory, "", kSubRun, "Decode clip 0 at once and refresh the sink (single GPU)",
       Switch(LA_FIELD(run.memory.enable_online_decode)));
-  add("--max_gpu_mem_gb", kMemory, "GB", kSubRun, "Per-GPU memory budget for the planner; 0 = free memory",
+  add("--max_gpu_mem_gb", kMemory, "GB", kSubRun,
+      "Per-GPU memory budget in GiB for the memory planner (0 = the device's free memory; on CUDA also the "
+      "caching allocator's cap)",
       Value(LA_FIELD(run.memory.max_gpu_mem_gb)));
-  add("--auto_plan", kMemory, "", kSubRun, "Let the planner pick offload/FSDP/FP8 to fit the budget",
+  add("--auto_plan", kMemory, "", kSubRun,
+      "Let the planner pick the fastest full-quality placement/topology that fits (offload, FSDP, Ulysses; never "
+      "FP8 or a smaller size)",
       Switch(LA_FIELD(run.memory.auto_plan)));
+  add("--json", kOutput, "", kSubPlan, "Print the plan as JSON", Switch(LA_FIELD(plan.json)));
+  add("--model_config", kModel, "PATH", kSubPlan,
+      "Model config to plan for without its weights: a DiT config.json (e.g. configs/wan2.2_s2v_14b.json) or a "
+      "sectioned file like configs/tiny.json (default: the configs of --ckpt_dir, else the 14B defaults)",
+      Value(LA_FIELD(plan.model_config)));
+  add("--device", kModel, "cuda|cpu", kSubPlan,
+      "Plan for this device kind (cuda: bf16, CUDA overhead; cpu: fp32) instead of this machine's; with "
+      "--max_gpu_mem_gb it plans a GPU run from any machine",
+      Value(LA_FIELD(plan.device)));
   add("--vae_tiling", kMemory, "", kSubRun, "Decode the VAE in spatial tiles", Switch(LA_FIELD(run.memory.vae_tiling)));
 
   // ---- Output ----
@@ -230,6 +239,30 @@ std::vector<FlagDef> BuildTable() {
       Value(LA_FIELD(run.output.report)));
   add("--overwrite", kOutput, "", kSubBatch, "Re-render samples whose output exists",
       Switch(LA_FIELD(run.output.overwrite)));
+  add("--json", kOutput, "", kSubDoctor, "Print the checks as one JSON object instead of text lines",
+      Switch(LA_FIELD(doctor.json)));
+
+  // ---- bench (apps/liveavatar/cli_bench.cpp) ----
+  add("--model_config", kModel, "PATH", kSubBench,
+      "Model config: a DiT config.json or a sectioned file like configs/tiny.json (dit, vae); default: the 14B DiT "
+      "and the Wan2.1 VAE (GPU sizes)", Value(LA_FIELD(bench.model_config)));
+  add("--tiny", kModel, "", kSubBench, "Use configs/tiny.json (runs anywhere in seconds)", Switch(LA_FIELD(bench.tiny)));
+  add("--layers", kModel, "N", kSubBench, "Override the DiT's num_layers (0 = the config's)",
+      Value(LA_FIELD(bench.layers)));
+  add("--shape", kSampling, "W*H", kSubBench,
+      "Exact video shape to time, any multiples of 64 (default: --size, else 704*384)", Value(LA_FIELD(bench.shape)));
+  add("--device", kModel, "cuda|cpu", kSubBench, "Device to run on (default: cuda when available, else cpu)",
+      Value(LA_FIELD(bench.device)));
+  add("--dtype", kModel, "bf16|fp32", kSubBench, "Model dtype", Value(LA_FIELD(bench.dtype)));
+  add("--warmup", kOutput, "N", kSubBench, "Untimed runs of each measured call", Value(LA_FIELD(bench.warmup)));
+  add("--iters", kOutput, "N", kSubBench, "Timed runs of each measured call (the median is reported)",
+      Value(LA_FIELD(bench.iters)));
+  add("--vae,!--no_vae", kOutput, "", kSubBench, "Also time the VAE decode of one 12-frame block (default on)",
+      Switch(LA_FIELD(bench.vae)));
+  add("--with_fp8", kModel, "", kSubBench,
+      "Also time the DiT block call with FP8 weights dequantised per block (docs/fp8.md)",
+      Switch(LA_FIELD(bench.with_fp8)));
+  add("--json", kOutput, "", kSubBench, "Print the results as one JSON object", Switch(LA_FIELD(bench.json)));
 
   // ---- Logging ----
   add("--log-level", kLogging, "LEVEL", kSubAll, "trace, debug, info, warn, error or off",

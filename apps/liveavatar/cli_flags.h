@@ -25,7 +25,8 @@ enum SubcommandMask : unsigned {
   kSubDoctor = 1u << 4,
   kSubConvert = 1u << 5,
   kSubMakeTiny = 1u << 6,
-  kSubRun = kSubGenerate | kSubBatch | kSubPlan | kSubBench,
+  // Flags of a run; `doctor` takes them too, to check what that run would use.
+  kSubRun = kSubGenerate | kSubBatch | kSubPlan | kSubBench | kSubDoctor,
   kSubAll = 0x7fu,
 };
 

@@ -1,17 +1,28 @@
 // `liveavatar generate` and `liveavatar batch`: build the engine from the parsed options, render, report.
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
+#include <string>
+#include <vector>
 
 #include <ATen/Context.h>
 
 #include "cli_commands.h"
 #include "liveavatar/core/logging.h"
+#include "liveavatar/dist/communicator.h"
+#include "liveavatar/dist/launcher.h"
+#include "liveavatar/dist/world.h"
 #include "liveavatar/pipeline/batch.h"
 #include "liveavatar/pipeline/engine.h"
 #include "liveavatar/pipeline/progress.h"
 #include "liveavatar/pipeline/report.h"
+#include "liveavatar/pipeline/topology.h"
+#include "liveavatar/pipeline/tpp_driver.h"
 
 namespace fs = std::filesystem;
 
@@ -19,7 +30,8 @@ namespace liveavatar::cli {
 
 namespace {
 
-pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run) {
+// `local_rank` selects the GPU of a multi-process run.
+pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int local_rank = 0) {
   pipeline::EngineOptions e;
   e.ckpt_dir = run.generate.ckpt_dir;
   e.load_lora = run.generate.load_lora;
@@ -27,7 +39,7 @@ pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run) {
   e.training_config = run.generate.training_config;
   e.t5_cpu = run.memory.t5_cpu;
   if (at::hasCUDA()) {
-    e.device = c10::Device(c10::kCUDA, 0);
+    e.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
     e.dtype = c10::kBFloat16;
   } else {
     // fp32 on the CPU: the reference numerics without bf16 rounding (the CPU path is for tests and demos).
@@ -42,13 +54,13 @@ pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run) {
   return e;
 }
 
-pipeline::GenerationRequest RequestFrom(const pipeline::RunOptions& run) {
+pipeline::GenerationRequest RequestFrom(const pipeline::RunOptions& run, int world_size = 1) {
   pipeline::GenerationRequest r;
   const auto& g = run.generate;
   r.image = g.image;
   r.audio = g.audio;
   r.prompt = g.prompt;
-  r.size = g.size.empty() ? pipeline::DefaultSize(1) : g.size;
+  r.size = g.size.empty() ? pipeline::DefaultSize(world_size) : g.size;
   r.num_clip = g.num_clip;
   r.infer_frames = g.infer_frames;
   r.sample_steps = g.sample_steps;
@@ -63,25 +75,66 @@ pipeline::GenerationRequest RequestFrom(const pipeline::RunOptions& run) {
   r.output = run.output.save_file.empty()
                  ? pipeline::DefaultOutputName(run.output.save_dir, r.sample_steps, r.prompt)
                  : run.output.save_file;
+  // NAME.y4m: uncompressed YUV4MPEG2 video + NAME.wav (exact uint8 frames, no FFmpeg needed).
+  r.raw_video = fs::path(r.output).extension() == ".y4m";
   return r;
 }
 
-// Multi-process topologies (TPP stages, Ulysses, FSDP) are not wired into generation yet: refuse them instead
-// of silently rendering on one process.
-Status CheckTopology(const pipeline::RunOptions& run) {
-  const char* world = std::getenv("WORLD_SIZE");
-  if (run.parallel.nproc_per_node > 1 || (world != nullptr && std::atoi(world) > 1)) {
-    return Status::NotSupported("multi-process generation (--nproc_per_node / WORLD_SIZE > 1: TPP, Ulysses, FSDP) "
-                                "is not implemented yet; run one process (it uses one GPU, or the CPU)");
+// The world this process belongs to and its layout; refuses layouts that cannot work (exit status 2).
+struct Layout {
+  dist::WorldInfo world;
+  pipeline::Topology topology;
+};
+StatusOr<Layout> ResolveLayout(const pipeline::RunOptions& run) {
+  Layout l;
+  LA_ASSIGN_OR_RETURN(l.world, dist::DetectWorld());
+  if (run.parallel.nproc_per_node > 1) {
+    // main() launches the workers; a worker never sees the flag (dist::WorkerCommandLine strips it).
+    return Status::InvalidArgument("--nproc_per_node " + std::to_string(run.parallel.nproc_per_node) +
+                                   " inside a launched world (" + l.world.ToString() +
+                                   "): use either the built-in launcher or torchrun/srun/mpirun, not both");
   }
-  if (run.parallel.ulysses_size > 1 || run.parallel.dit_fsdp) {
-    return Status::NotSupported("--ulysses_size > 1 and --dit_fsdp need several processes, which generation does "
-                                "not support yet; drop them to run on one process");
+  LA_ASSIGN_OR_RETURN(l.topology,
+                      pipeline::MakeTopology(run.parallel, run.generate.sample_steps, l.world.world_size));
+  return l;
+}
+
+// The output files a writer may leave as NAME.partial (the video, or the y4m + wav pair of raw mode).
+std::vector<std::string> PartialPaths(const std::string& output) {
+  if (output == "-" || output.find("://") != std::string::npos) return {};
+  std::vector<std::string> p = {output + ".partial"};
+  for (const char* ext : {".y4m", ".wav"}) p.push_back(fs::path(output).replace_extension(ext).string() + ".partial");
+  return p;
+}
+
+void RemovePartials(const std::string& output) {
+  std::error_code ec;
+  for (const auto& p : PartialPaths(output)) fs::remove(p, ec);
+}
+
+// SIGTERM / SIGINT on the writer rank (the launcher stops every worker when one fails): remove the partial
+// output, then die of the signal as before. The paths are fixed before the handler is installed.
+constexpr int kMaxPartials = 4;
+char g_partials[kMaxPartials][4096];
+int g_num_partials = 0;
+void RemovePartialsAndDie(int sig) {
+  for (int i = 0; i < g_num_partials; ++i) ::unlink(g_partials[i]);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+void CleanUpPartialsOnSignal(const std::string& output) {
+  g_num_partials = 0;
+  for (const auto& p : PartialPaths(output)) {
+    if (g_num_partials == kMaxPartials || p.size() >= sizeof(g_partials[0])) break;
+    std::memcpy(g_partials[g_num_partials], p.c_str(), p.size() + 1);
+    ++g_num_partials;
   }
-  if (run.parallel.enable_vae_parallel) {
-    LA_LOG_WARN("--enable_vae_parallel has no effect on one process (the reference forces it off too)");
-  }
-  return Status::Ok();
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = RemovePartialsAndDie;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 }
 
 // Fails fast (before loading any model) on inputs that cannot work.
@@ -110,11 +163,81 @@ Status CheckInputs(const pipeline::GenerationRequest& r) {
 
 }  // namespace
 
-int RunGenerate(const ParsedCommand& cmd) {
-  if (Status s = CheckTopology(cmd.run); !s.ok()) {
+namespace {
+
+int Finish(const ParsedCommand& cmd, const pipeline::GenerationRequest& req,
+           const StatusOr<pipeline::GenerationResult>& result, bool writer) {
+  if (!result.ok()) {
+    LA_LOG_ERROR("generate: {}", result.status().message());
+    return 1;
+  }
+  if (!writer) return 0;
+  if (!cmd.run.output.report.empty()) {
+    if (Status s = pipeline::WriteReport(cmd.run.output.report, req, result.value()); !s.ok()) {
+      LA_LOG_ERROR("generate: {}", s.message());
+      return 1;
+    }
+  }
+  for (const auto& path : result->outputs) {
+    LA_LOG_INFO("wrote {} ({} frames, {}x{}, {} clips, seed {}, {:.1f} s)", path, result->frames, result->width,
+                result->height, result->num_clips, result->seed, result->total_ms / 1000.0);
+  }
+  return 0;
+}
+
+// One rank of a multi-process run (TPP stages, VAE rank; docs/parallel.md).
+int RunGenerateRank(const ParsedCommand& cmd, const Layout& layout) {
+  const dist::WorldInfo& w = layout.world;
+  const pipeline::RankRole role = layout.topology.Role(w.rank);
+  if (w.rank == 0) LA_LOG_INFO("generate: {}", layout.topology.ToString());
+  pipeline::GenerationRequest req = RequestFrom(cmd.run, w.world_size);
+  const pipeline::EngineOptions eopt = EngineOptionsFrom(cmd.run, w.local_rank);
+
+  auto comm = dist::InitCommunicator(w);
+  if (!comm.ok()) {
+    LA_LOG_ERROR("generate: {}", comm.status().message());
+    return 1;
+  }
+  dist::Communicator& c = **comm;
+  // Rank 0's seed (and drawn seed) is everybody's, as the reference broadcasts base_seed.
+  auto seed = pipeline::BroadcastValue(c, req.base_seed, 0, eopt.device);
+  if (!seed.ok()) {
+    LA_LOG_ERROR("generate: {}", seed.status().message());
+    return 1;
+  }
+  req.base_seed = *seed;
+  // Inputs are checked where they are read and written: on the writer.
+  Status checked = role.is_writer ? CheckInputs(req) : Status::Ok();
+  if (Status s = pipeline::AgreeAcrossRanks(c, checked, "checking the inputs", eopt.device); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
+    return checked.code() == Status::Code::kInvalidArgument ? 2 : 1;
+  }
+  if (role.is_writer) CleanUpPartialsOnSignal(req.output);
+
+  auto driver = pipeline::TppDriver::Create(eopt, layout.topology, *comm);
+  if (!driver.ok()) {
+    LA_LOG_ERROR("generate: {}", driver.status().message());
+    return 1;
+  }
+  pipeline::ProgressReporter progress;
+  auto result = (*driver)->Generate(req, role.is_writer ? progress.AsFn() : pipeline::ProgressFn());
+  if (role.is_writer) progress.Finish();
+  return Finish(cmd, req, result, role.is_writer);
+}
+
+}  // namespace
+
+int RunGenerate(const ParsedCommand& cmd) {
+  auto layout = ResolveLayout(cmd.run);
+  if (!layout.ok()) {
+    LA_LOG_ERROR("generate: {}", layout.status().message());
     return 2;
   }
+  for (const auto& w : layout->topology.warnings) {
+    if (layout->world.rank == 0) LA_LOG_WARN("{}", w);
+  }
+  if (layout->world.distributed()) return RunGenerateRank(cmd, *layout);
+
   const pipeline::GenerationRequest req = RequestFrom(cmd.run);
   if (Status s = CheckInputs(req); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
@@ -128,26 +251,54 @@ int RunGenerate(const ParsedCommand& cmd) {
   pipeline::ProgressReporter progress;
   auto result = (*engine)->Generate(req, progress.AsFn());
   progress.Finish();
-  if (!result.ok()) {
-    LA_LOG_ERROR("generate: {}", result.status().message());
-    return 1;
+  return Finish(cmd, req, result, true);
+}
+
+int RunLocalLaunch(const ParsedCommand& cmd, int argc, const char* const* argv) {
+  const int nproc = static_cast<int>(cmd.run.parallel.nproc_per_node);
+  if (std::getenv("LIVEAVATAR_LOCAL_LAUNCHER") != nullptr) {
+    LA_LOG_ERROR("{}: --nproc_per_node in a worker of the built-in launcher", cmd.name);
+    return 2;
   }
-  if (!cmd.run.output.report.empty()) {
-    if (Status s = pipeline::WriteReport(cmd.run.output.report, req, *result); !s.ok()) {
-      LA_LOG_ERROR("generate: {}", s.message());
-      return 1;
-    }
+  if (cmd.command != Command::kGenerate) {
+    LA_LOG_ERROR("{}: --nproc_per_node is supported by `generate` only (batch renders on one process)", cmd.name);
+    return 2;
   }
-  for (const auto& path : result->outputs) {
-    LA_LOG_INFO("wrote {} ({} frames, {}x{}, {} clips, seed {}, {:.1f} s)", path, result->frames, result->width,
-                result->height, result->num_clips, result->seed, result->total_ms / 1000.0);
+  if (const char* ws = std::getenv("WORLD_SIZE"); ws != nullptr && std::atoi(ws) > 1) {
+    LA_LOG_ERROR("generate: --nproc_per_node {} under an external launcher (WORLD_SIZE={}): use one or the other",
+                 nproc, ws);
+    return 2;
   }
-  return 0;
+  // Refuse a layout that cannot work, and bad inputs, before starting any worker.
+  auto topology = pipeline::MakeTopology(cmd.run.parallel, cmd.run.generate.sample_steps, nproc);
+  if (!topology.ok()) {
+    LA_LOG_ERROR("generate: {}", topology.status().message());
+    return 2;
+  }
+  const pipeline::GenerationRequest req = RequestFrom(cmd.run, nproc);
+  if (Status s = CheckInputs(req); !s.ok()) {
+    LA_LOG_ERROR("generate: {}", s.message());
+    return s.code() == Status::Code::kInvalidArgument ? 2 : 1;
+  }
+  // Every rank must agree on the output name (the default one holds a time stamp) and the seed (-1 draws one):
+  // fix both here.
+  std::vector<std::string> worker =
+      dist::WorkerCommandLine(argc, argv, {"--nproc_per_node", "--save_file", "--base_seed"});
+  worker.insert(worker.end(), {"--save_file", req.output, "--base_seed", std::to_string(req.base_seed)});
+  LA_LOG_INFO("generate: launching {} workers ({})", nproc, topology->ToString());
+  const dist::LaunchResult lr = dist::LaunchLocal(nproc, worker);
+  if (!lr.status.ok()) {
+    RemovePartials(req.output);  // a worker killed by SIGKILL cannot clean up after itself
+    LA_LOG_ERROR("generate: {}", lr.status.message());
+  }
+  return lr.exit_code;
 }
 
 int RunBatch(const ParsedCommand& cmd) {
-  if (Status s = CheckTopology(cmd.run); !s.ok()) {
-    LA_LOG_ERROR("batch: {}", s.message());
+  if (auto layout = ResolveLayout(cmd.run); !layout.ok() || !layout->topology.single_process()) {
+    LA_LOG_ERROR("batch: {}", layout.ok() ? std::string("batch renders on one process; use `generate` for "
+                                                        "multi-process runs")
+                                          : layout.status().message());
     return 2;
   }
   pipeline::GenerationRequest defaults = RequestFrom(cmd.run);

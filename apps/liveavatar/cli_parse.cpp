@@ -23,11 +23,13 @@ const std::vector<SubcommandDef>& Subcommands() {
        "Render a talking-avatar video from an image, speech and a prompt (default subcommand)"},
       {"batch", Command::kBatch, kSubBatch, "Render every sample of a --sample_list"},
       {"plan", Command::kPlan, kSubPlan, "Print the memory/placement plan of a generate command without running it"},
-      {"doctor", Command::kDoctor, kSubDoctor, "Check a checkpoint directory (and LoRA) file by file"},
+      {"doctor", Command::kDoctor, kSubDoctor,
+       "Check the inputs, memory, distribution and checkpoint of a generate command (PASS/WARN/FAIL with fixes)"},
       {"convert", Command::kConvert, kSubConvert, "Convert a .pth/.bin/.safetensors(.index.json) file to safetensors"},
       {"make-tiny", Command::kMakeTiny, kSubMakeTiny,
        "Write a tiny random checkpoint directory in the real layout (tests, demo)"},
-      {"bench", Command::kBench, kSubBench, "Time the stages of a generate command"},
+      {"bench", Command::kBench, kSubBench,
+       "Time the DiT and VAE on random weights of any config (no checkpoint): ms per block, TFLOP/s, peak memory"},
   };
   return kSubs;
 }
@@ -118,11 +120,16 @@ StatusOr<ParsedCommand> ParseCommandLine(const std::vector<std::string>& raw_arg
   }
   if (result.name.empty()) return Status::InvalidArgument("no subcommand given; run `liveavatar --help`");
   const bool run_like = result.command == Command::kGenerate || result.command == Command::kBatch ||
-                        result.command == Command::kPlan || result.command == Command::kBench;
+                        result.command == Command::kPlan || result.command == Command::kBench ||
+                        result.command == Command::kDoctor;
   if (run_like) {
     Status s = pipeline::ValidateRunOptions(result.run);
     if (!s.ok()) return s.WithPrefix(result.name);
     result.warnings = pipeline::IgnoredFlagWarnings(result.run);
+  }
+  if (result.command == Command::kDoctor) {
+    result.doctor.ckpt_dir = result.run.generate.ckpt_dir;
+    result.doctor.lora_path = result.run.generate.lora_path_dmd;
   }
   if (result.command == Command::kBatch && result.run.generate.sample_list.empty()) {
     return Status::InvalidArgument("batch: a CONFIG file (or --sample_list) is required");

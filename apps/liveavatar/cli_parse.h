@@ -17,10 +17,12 @@ namespace liveavatar::cli {
 
 enum class Command { kHelp, kGenerate, kBatch, kPlan, kDoctor, kConvert, kMakeTiny, kBench };
 
-// `liveavatar doctor`: check a checkpoint directory (and a LoRA file).
+// `liveavatar doctor [generate flags]`: pre-flight checks of what that run would use (docs/doctor.md). It takes
+// every flag of a run (ParsedCommand::run); these copy the two it needs most.
 struct DoctorArgs {
-  std::string ckpt_dir;   // --ckpt_dir (required)
-  std::string lora_path;  // --lora_path_dmd (optional)
+  std::string ckpt_dir;   // = run.generate.ckpt_dir (--ckpt_dir)
+  std::string lora_path;  // = run.generate.lora_path_dmd (--lora_path_dmd)
+  bool json = false;      // --json: one JSON object instead of text lines
 };
 
 // `liveavatar convert IN OUT [--dtype D]`: any tensor file -> one .safetensors.
@@ -38,14 +40,40 @@ struct MakeTinyArgs {
   std::string corpus;  // configs/tiny_corpus.txt, likewise
 };
 
+// `liveavatar plan [generate flags] [--json] [--model_config PATH]`: print the memory plan.
+struct PlanArgs {
+  bool json = false;         // machine-readable output
+  std::string model_config;  // DiT config.json, or a sectioned file like configs/tiny.json (dit, t5, vae,
+                             // wav2vec2); default: the configs of --ckpt_dir, else the 14B defaults
+  std::string device;        // "cuda" | "cpu": plan for that device kind; default: this machine's
+};
+
+// `liveavatar bench [--model_config PATH | --tiny] [--layers N] [--size W*H] [--json]`: DiT/VAE timings on random
+// weights created on the device (apps/liveavatar/cli_bench.cpp, docs/performance.md).
+struct BenchArgs {
+  std::string model_config;  // DiT config.json or a sectioned file (dit, vae); default: the 14B DiT + Wan2.1 VAE
+  bool tiny = false;         // configs/tiny.json (found like make-tiny's --config)
+  int64_t layers = 0;        // override num_layers (0: the config's)
+  std::string shape;         // "W*H" exact video shape (multiples of 64); default: --size (704*384)
+  std::string device;        // "cuda" | "cpu"; default: cuda when available
+  std::string dtype = "bf16";  // bf16 | fp32
+  int64_t warmup = 1;        // untimed runs of each measured call
+  int64_t iters = 5;         // timed runs; the median is reported
+  bool vae = true;           // --no_vae skips the VAE decode timing
+  bool with_fp8 = false;     // also time the DiT with FP8 weights dequantised per block
+  bool json = false;         // one JSON object on stdout
+};
+
 struct ParsedCommand {
   Command command = Command::kHelp;
   std::string name;       // subcommand name ("generate", ...); "" for top-level help
   std::string help_text;  // Command::kHelp only
-  pipeline::RunOptions run;  // generate, batch, plan, bench
+  pipeline::RunOptions run;  // generate, batch, plan, bench, doctor
   DoctorArgs doctor;
   ConvertArgs convert;
   MakeTinyArgs make_tiny;
+  BenchArgs bench;
+  PlanArgs plan;
   std::string log_level = "info";  // --log-level
   // One line per flag the reference ignores or this engine does not support (to be logged as warnings).
   std::vector<std::string> warnings;

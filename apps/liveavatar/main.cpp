@@ -13,8 +13,11 @@
 
 namespace {
 
-int Dispatch(const liveavatar::cli::ParsedCommand& cmd) {
+int Dispatch(const liveavatar::cli::ParsedCommand& cmd, int argc, char** argv) {
   using liveavatar::cli::Command;
+  if ((cmd.command == Command::kGenerate || cmd.command == Command::kBatch) && cmd.run.parallel.nproc_per_node > 1) {
+    return liveavatar::cli::RunLocalLaunch(cmd, argc, argv);
+  }
   switch (cmd.command) {
     case Command::kHelp:
       std::fputs(cmd.help_text.c_str(), stdout);
@@ -30,8 +33,9 @@ int Dispatch(const liveavatar::cli::ParsedCommand& cmd) {
     case Command::kBatch:
       return liveavatar::cli::RunBatch(cmd);
     case Command::kPlan:
+      return liveavatar::cli::RunPlan(cmd);
     case Command::kBench:
-      break;
+      return liveavatar::cli::RunBench(cmd);
   }
   LA_LOG_ERROR("{}: not yet implemented", cmd.name);
   return 2;
@@ -64,7 +68,7 @@ int main(int argc, char** argv) {
   }
   for (const auto& w : cmd.warnings) LA_LOG_WARN("{}", w);
   try {
-    return Dispatch(cmd);
+    return Dispatch(cmd, argc, argv);
   } catch (const liveavatar::StatusError& e) {
     LA_LOG_ERROR("{}: {}", cmd.name, e.status().message());
   } catch (const c10::Error& e) {

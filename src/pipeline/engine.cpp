@@ -93,12 +93,38 @@ struct Engine::Impl {
   EngineOptions options;
   std::unique_ptr<models::t5::PromptEncoder> t5;
   std::unique_ptr<models::audio::Wav2Vec2> wav2vec2;
-  models::vae::WanVae vae;
+  std::unique_ptr<models::vae::WanVae> vae;
   std::unique_ptr<models::dit::CausalWanS2V> dit;
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
+
+const models::dit::CausalWanS2V* Engine::dit() const { return impl_->dit.get(); }
+models::dit::CausalWanS2V* Engine::mutable_dit() { return impl_->dit.get(); }
+
+StatusOr<LoraChoice> ResolveLora(const EngineOptions& options) {
+  LoraChoice c;
+  c.path = ResolveLoraPath(options);
+  if (c.path.empty() || !fs::exists(c.path)) {
+    return Status::NotFound("--lora_path_dmd: LoRA file '" + c.path +
+                            "' not found (pass a local .safetensors path, or --load_lora false to run without it)");
+  }
+  const fs::path cfg = options.training_config.empty() ? fs::path(c.path).parent_path() / "training_config_lora.json"
+                                                       : fs::path(options.training_config);
+  if (fs::exists(cfg)) {
+    LA_ASSIGN_OR_RETURN(models::LoraTrainingConfig tc, models::LoadLoraTrainingConfig(cfg.string()));
+    c.alpha = tc.alpha;
+    c.rank = tc.rank;
+  } else {
+    c.alpha = kDefaultLoraAlpha;
+    c.rank = kDefaultLoraRank;
+    LA_LOG_INFO("LoRA: no training config at {}, using the reference's r={} alpha={}", cfg.string(), *c.rank, *c.alpha);
+  }
+  return c;
+}
+const models::vae::WanVae* Engine::vae() const { return impl_->vae.get(); }
+const EngineOptions& Engine::options() const { return impl_->options; }
 
 StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   LA_RETURN_IF_ERROR(io::CheckCheckpointDir(options.ckpt_dir, ""));
@@ -107,73 +133,60 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   const fs::path dir(options.ckpt_dir);
   const auto t0 = Clock::now();
 
-  // DiT (+ LoRA, merged in fp32 before the dtype conversion).
-  LA_ASSIGN_OR_RETURN(models::dit::DitCheckpoint ckpt, models::dit::LoadDitCheckpoint(options.ckpt_dir));
-  if (options.load_lora) {
-    const std::string lora = ResolveLoraPath(options);
-    if (lora.empty() || !fs::exists(lora)) {
-      return Status::NotFound("--lora_path_dmd: LoRA file '" + lora +
-                              "' not found (pass a local .safetensors path, or --load_lora false to run without it)");
+  // DiT (+ LoRA, merged in fp32 before the dtype conversion). Its config is needed to check the encoders.
+  models::dit::DitConfig dit_config;
+  if (!options.load_dit) {
+    LA_ASSIGN_OR_RETURN(dit_config, models::dit::LoadDitConfig((dir / io::kDitConfigFile).string()));
+  } else {
+    LA_ASSIGN_OR_RETURN(models::dit::DitCheckpoint ckpt, models::dit::LoadDitCheckpoint(options.ckpt_dir));
+    dit_config = ckpt.config;
+    if (options.load_lora) {
+      LA_ASSIGN_OR_RETURN(LoraChoice lora, ResolveLora(options));
+      LA_ASSIGN_OR_RETURN(int pairs, models::MergeLoraFile(ckpt.weights, lora.path, lora.alpha, lora.rank));
+      LA_LOG_INFO("LoRA: merged {} pairs from {}", pairs, lora.path);
     }
-    std::optional<double> alpha;
-    std::optional<int> rank;
-    const fs::path cfg = options.training_config.empty()
-                             ? fs::path(lora).parent_path() / "training_config_lora.json"
-                             : fs::path(options.training_config);
-    if (fs::exists(cfg)) {
-      LA_ASSIGN_OR_RETURN(models::LoraTrainingConfig tc, models::LoadLoraTrainingConfig(cfg.string()));
-      alpha = tc.alpha;
-      rank = tc.rank;
-    } else {
-      alpha = kDefaultLoraAlpha;
-      rank = kDefaultLoraRank;
-      LA_LOG_INFO("LoRA: no training config at {}, using the reference's r={} alpha={}", cfg.string(), *rank, *alpha);
-    }
-    LA_ASSIGN_OR_RETURN(int pairs, models::MergeLoraFile(ckpt.weights, lora, alpha, rank));
-    LA_LOG_INFO("LoRA: merged {} pairs from {}", pairs, lora);
+    LA_ASSIGN_OR_RETURN(models::dit::CausalWanS2V dit, models::dit::CausalWanS2V::Create(
+                                                           ckpt.config, std::move(ckpt.weights), options.dtype, options.device));
+    impl->dit = std::make_unique<models::dit::CausalWanS2V>(std::move(dit));
   }
-  LA_ASSIGN_OR_RETURN(models::dit::CausalWanS2V dit, models::dit::CausalWanS2V::Create(
-                                                         ckpt.config, std::move(ckpt.weights), options.dtype, options.device));
-  impl->dit = std::make_unique<models::dit::CausalWanS2V>(std::move(dit));
 
-  // T5.
-  {
+  if (options.load_encoders) {
+    // T5.
     const std::string t5_path = (dir / io::kT5File).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(t5_path));
     LA_ASSIGN_OR_RETURN(models::t5::T5Config t5cfg, InferT5Config(*store));
-    if (t5cfg.dim != impl->dit->config().text_dim) {
+    if (t5cfg.dim != dit_config.text_dim) {
       return Status::Corruption(t5_path + ": T5 dim " + std::to_string(t5cfg.dim) + " != DiT text_dim " +
-                                std::to_string(impl->dit->config().text_dim));
+                                std::to_string(dit_config.text_dim));
     }
     models::LoadOptions lo;
     lo.dtype = options.dtype;
     lo.device = options.t5_cpu ? c10::Device(c10::kCPU) : options.device;
     LA_ASSIGN_OR_RETURN(models::t5::PromptEncoder pe,
                         models::t5::PromptEncoder::Load((dir / io::kTokenizerFile).string(), t5_path, t5cfg, lo,
-                                                        impl->dit->config().text_len));
+                                                        dit_config.text_len));
     impl->t5 = std::make_unique<models::t5::PromptEncoder>(std::move(pe));
-  }
-  // wav2vec2 (fp32 on the compute device: the reference keeps the audio path in fp32 islands downstream).
-  {
-    models::LoadOptions lo;
-    lo.device = options.device;
-    LA_ASSIGN_OR_RETURN(models::audio::Wav2Vec2 w, models::audio::Wav2Vec2::Load((dir / io::kWav2Vec2Dir).string(), lo));
-    if (w.config().hidden_size != impl->dit->config().audio_dim) {
+
+    // wav2vec2 (fp32 on the compute device: the reference keeps the audio path in fp32 islands downstream).
+    models::LoadOptions wlo;
+    wlo.device = options.device;
+    LA_ASSIGN_OR_RETURN(models::audio::Wav2Vec2 w, models::audio::Wav2Vec2::Load((dir / io::kWav2Vec2Dir).string(), wlo));
+    if (w.config().hidden_size != dit_config.audio_dim) {
       return Status::Corruption((dir / io::kWav2Vec2Dir).string() + ": wav2vec2 hidden size " +
                                 std::to_string(w.config().hidden_size) + " != DiT audio_dim " +
-                                std::to_string(impl->dit->config().audio_dim));
+                                std::to_string(dit_config.audio_dim));
     }
     impl->wav2vec2 = std::make_unique<models::audio::Wav2Vec2>(std::move(w));
   }
-  // VAE.
-  {
+  if (options.load_vae) {
     const std::string vae_path = (dir / io::kVaeFile).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(vae_path));
     LA_ASSIGN_OR_RETURN(models::vae::VaeConfig vcfg, InferVaeConfig(*store));
     models::LoadOptions lo;
     lo.dtype = options.dtype;
     lo.device = options.device;
-    LA_ASSIGN_OR_RETURN(impl->vae, models::vae::LoadWanVae(*store, vcfg, lo));
+    LA_ASSIGN_OR_RETURN(models::vae::WanVae vae, models::vae::LoadWanVae(*store, vcfg, lo));
+    impl->vae = std::make_unique<models::vae::WanVae>(std::move(vae));
   }
   LA_LOG_INFO("models loaded from {} in {:.1f} s", options.ckpt_dir, MsSince(t0) / 1000.0);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
@@ -186,6 +199,7 @@ StatusOr<at::Tensor> Engine::PrepareImage(const std::string& path, const std::st
 }
 
 StatusOr<std::pair<at::Tensor, int64_t>> Engine::PrepareAudio(const std::string& path, int64_t infer_frames) const {
+  if (!impl_->wav2vec2) return Status::Internal("Engine::PrepareAudio: wav2vec2 was not loaded");
   LA_ASSIGN_OR_RETURN(io::AudioClip clip, io::ReadAudio(path, impl_->wav2vec2->config().sampling_rate));
   if (clip.samples.numel() == 0) return Status::InvalidArgument("--audio: " + path + " holds no samples");
   const double peak = clip.samples.abs().max().item<double>();
@@ -198,14 +212,33 @@ StatusOr<std::pair<at::Tensor, int64_t>> Engine::PrepareAudio(const std::string&
 }
 
 StatusOr<at::Tensor> Engine::PreparePrompt(const std::string& prompt) const {
+  if (!impl_->t5) return Status::Internal("Engine::PreparePrompt: T5 was not loaded");
   LA_ASSIGN_OR_RETURN(std::vector<at::Tensor> ctx, impl_->t5->EncodePrompt({prompt}));
   return ctx.at(0).to(impl_->options.device);
 }
 
-StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const ProgressFn& progress) {
-  const auto t_start = Clock::now();
+StatusOr<EncodedInputs> Engine::Encode(const GenerationRequest& req) const {
+  if (!impl_->vae) return Status::Internal("Engine::Encode: the VAE was not loaded");
   const auto& opt = impl_->options;
-  const auto& dit = *impl_->dit;
+  EncodedInputs in;
+  LA_ASSIGN_OR_RETURN(at::Tensor image, PrepareImage(req.image, req.size));
+  in.height = image.size(1);
+  in.width = image.size(2);
+  const auto t_enc = Clock::now();
+  LA_ASSIGN_OR_RETURN(auto audio, PrepareAudio(req.audio, req.infer_frames));
+  in.audio_emb = audio.first;
+  in.num_clips = std::min<int64_t>(std::max<int64_t>(req.num_clip, 1), audio.second);
+  LA_ASSIGN_OR_RETURN(in.context, PreparePrompt(req.prompt));
+  const auto& vae = *impl_->vae;
+  const at::Tensor img = image.to(opt.device).unsqueeze(0).unsqueeze(2);  // [1, 3, 1, H, W]
+  in.ref_latents = models::vae::Encode(vae, img);                         // [1, 16, 1, h, w]
+  in.motion_latents =
+      models::vae::Encode(vae, img.expand({1, 3, kMotionFrames, in.height, in.width}).contiguous());
+  in.encode_ms = MsSince(t_enc);
+  return in;
+}
+
+Status ValidateRequest(const GenerationRequest& req) {
   if (req.infer_frames <= 0 || req.infer_frames % 4 != 0) {
     return Status::InvalidArgument("--infer_frames must be a positive multiple of 4, got " + std::to_string(req.infer_frames));
   }
@@ -213,22 +246,10 @@ StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const 
   if (req.rolling_sink_d != -1 && (req.rolling_sink_d < 4 || req.rolling_sink_d > 30)) {
     return Status::InvalidArgument("--rolling_sink_d must be -1 or within [4, 30]");
   }
+  return Status::Ok();
+}
 
-  // Inputs.
-  LA_ASSIGN_OR_RETURN(at::Tensor image, PrepareImage(req.image, req.size));
-  const int64_t H = image.size(1), W = image.size(2);
-  const auto t_enc = Clock::now();
-  LA_ASSIGN_OR_RETURN(auto audio, PrepareAudio(req.audio, req.infer_frames));
-  const at::Tensor audio_emb = audio.first;
-  const int64_t num_clips = std::min<int64_t>(std::max<int64_t>(req.num_clip, 1), audio.second);
-  LA_ASSIGN_OR_RETURN(at::Tensor context, PreparePrompt(req.prompt));
-
-  const auto& vae = impl_->vae;
-  const at::Tensor img = image.to(opt.device).unsqueeze(0).unsqueeze(2);  // [1, 3, 1, H, W]
-  const at::Tensor ref_latents = models::vae::Encode(vae, img);           // [1, 16, 1, h, w]
-  const at::Tensor motion_latents = models::vae::Encode(vae, img.expand({1, 3, kMotionFrames, H, W}).contiguous());
-  const double encode_ms = MsSince(t_enc);
-
+StatusOr<StreamGeometry> MakeStreamGeometry(const GenerationRequest& req, const at::Tensor& ref_latents) {
   StreamGeometry geo;
   geo.latent_h = ref_latents.size(3);
   geo.latent_w = ref_latents.size(4);
@@ -240,19 +261,70 @@ StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const 
                                    " gives " + std::to_string(geo.latent_frames_per_clip()) +
                                    " latent frames per clip, not a multiple of 3 (use 48 or 80, ...)");
   }
-  const int64_t blocks = geo.blocks_per_clip();
-  const int64_t frames_per_block = geo.video_frames_per_block();
+  return geo;
+}
 
+FlowMatchEulerScheduler MakeScheduler(const GenerationRequest& req) {
   FlowMatchEulerScheduler scheduler(1000, 3.0);
   scheduler.SetTimesteps(req.sample_steps);
-  const int64_t seed = req.base_seed;
-  RelativeDistSource d = req.rolling_sink_d >= 0 ? FixedRelativeDist(req.rolling_sink_d)
-                                                 : SeededRelativeDist(static_cast<uint64_t>(seed));
-  StreamingDenoiser denoiser(&dit, &scheduler, geo, at::TensorOptions().dtype(dit.dtype()).device(opt.device), d);
-  denoiser.Prefill(context, ref_latents, motion_latents);
+  return scheduler;
+}
 
-  models::vae::StreamingDecoder decoder(&vae);
-  (void)decoder.Decode(motion_latents.narrow(2, 0, std::min<int64_t>(kDecoderPrimeLatents, motion_latents.size(2))));
+RelativeDistSource MakeRelativeDist(const GenerationRequest& req) {
+  return req.rolling_sink_d >= 0 ? FixedRelativeDist(req.rolling_sink_d)
+                                 : SeededRelativeDist(static_cast<uint64_t>(req.base_seed));
+}
+
+at::Tensor BlockNoise(int64_t in_dim, const StreamGeometry& geo, int64_t base_seed, int64_t clip, int64_t block) {
+  // The whole clip's noise is drawn (the reference's randn shape), then the block's frames are kept.
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(base_seed + clip));
+  const at::Tensor noise = at::randn({in_dim, geo.latent_frames_per_clip(), geo.latent_h, geo.latent_w}, gen,
+                                     at::TensorOptions().dtype(at::kFloat));
+  return noise.narrow(1, block * geo.frames_per_block, geo.frames_per_block).contiguous();
+}
+
+at::Tensor BlockAudio(const at::Tensor& audio_emb, const StreamGeometry& geo, int64_t clip, int64_t block) {
+  return models::audio::AudioBlockSlice(audio_emb, clip, block, geo.infer_frames, geo.video_frames_per_block());
+}
+
+at::Tensor SinkRefreshLatent(const at::Tensor& block_latents) {
+  return block_latents.narrow(1, 0, 1).unsqueeze(0).clone();
+}
+
+// ---- FrameSink ----
+
+struct FrameSink::State {
+  const models::vae::WanVae* vae = nullptr;
+  c10::Device device = c10::Device(c10::kCPU);
+  StreamGeometry geo;
+  std::unique_ptr<models::vae::StreamingDecoder> decoder;
+  std::unique_ptr<io::VideoWriter> writer;
+  std::string output;
+  ProgressFn progress;
+  Clock::time_point t_start;
+  GenerationResult result;
+  Progress prog;
+};
+
+FrameSink::FrameSink(std::unique_ptr<State> state) : state_(std::move(state)) {}
+FrameSink::~FrameSink() {
+  if (state_ && state_->writer) state_->writer->Abort();
+}
+
+StatusOr<std::unique_ptr<FrameSink>> FrameSink::Open(const models::vae::WanVae* vae, const GenerationRequest& req,
+                                                     const EncodedInputs& in, const StreamGeometry& geo,
+                                                     c10::Device device, ProgressFn progress) {
+  if (vae == nullptr) return Status::Internal("FrameSink: the VAE was not loaded");
+  auto st = std::make_unique<State>();
+  st->t_start = Clock::now();
+  st->vae = vae;
+  st->device = device;
+  st->geo = geo;
+  st->output = req.output;
+  st->progress = std::move(progress);
+  st->decoder = std::make_unique<models::vae::StreamingDecoder>(vae);
+  (void)st->decoder->Decode(
+      in.motion_latents.narrow(2, 0, std::min<int64_t>(kDecoderPrimeLatents, in.motion_latents.size(2))));
 
   // Output (written to NAME.partial by the writer and renamed on Close()).
   io::VideoWriterOptions wopt;
@@ -269,61 +341,105 @@ StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const 
     std::error_code ec;
     if (!parent.empty()) fs::create_directories(parent, ec);
   }
-  LA_ASSIGN_OR_RETURN(std::unique_ptr<io::VideoWriter> writer,
-                      io::VideoWriter::Open(req.output, static_cast<int>(W), static_cast<int>(H), wopt, track));
+  LA_ASSIGN_OR_RETURN(st->writer, io::VideoWriter::Open(req.output, static_cast<int>(in.width),
+                                                        static_cast<int>(in.height), wopt, track));
+  GenerationResult& r = st->result;
+  r.height = in.height;
+  r.width = in.width;
+  r.num_clips = in.num_clips;
+  r.seed = req.base_seed;
+  r.encode_ms = in.encode_ms;
+  r.fps = kFps;
+  st->prog.num_clips = in.num_clips;
+  st->prog.blocks_per_clip = geo.blocks_per_clip();
+  st->prog.total_frames = in.num_clips * req.infer_frames - kDroppedFirstFrames;
+  return std::unique_ptr<FrameSink>(new FrameSink(std::move(st)));
+}
 
-  GenerationResult result;
-  result.height = H;
-  result.width = W;
-  result.num_clips = num_clips;
-  result.seed = seed;
-  result.encode_ms = encode_ms;
-  result.fps = kFps;
-  Progress prog;
-  prog.num_clips = num_clips;
-  prog.blocks_per_clip = blocks;
-  prog.total_frames = num_clips * req.infer_frames - kDroppedFirstFrames;
+Status FrameSink::Consume(int64_t clip, int64_t block, const at::Tensor& latents, double denoise_ms) {
+  State& st = *state_;
+  if (!st.writer) return Status::Internal("FrameSink::Consume after Close/Abort");
+  const int64_t frames_per_block = st.geo.video_frames_per_block();
+  BlockTiming bt{clip, block};
+  bt.denoise_ms = denoise_ms;
+  auto t0 = Clock::now();
+  at::Tensor frames = st.decoder->Decode(latents.to(st.device).unsqueeze(0));  // [1, 3, F, H, W]
+  frames = frames.narrow(2, frames.size(2) - frames_per_block, frames_per_block);
+  if (clip == 0 && block == 0) frames = frames.narrow(2, kDroppedFirstFrames, frames_per_block - kDroppedFirstFrames);
+  frames = models::vae::ClampVideo(frames).to(at::kCPU);  // [3, F, H, W]
+  bt.decode_ms = MsSince(t0);
+  t0 = Clock::now();
+  Status ws = st.writer->AddFrames(frames);
+  if (!ws.ok()) {
+    Abort();
+    return ws.WithPrefix("writing " + st.output);
+  }
+  bt.write_ms = MsSince(t0);
+  st.result.blocks.push_back(bt);
+  st.result.final_latents = latents;
+  st.prog.clip = clip;
+  st.prog.block = block;
+  st.prog.frames_written += frames.size(1);
+  st.prog.elapsed_s = MsSince(st.t_start) / 1000.0;
+  if (st.progress) st.progress(st.prog);
+  return Status::Ok();
+}
+
+Status FrameSink::Close(GenerationResult* result) {
+  State& st = *state_;
+  if (!st.writer) return Status::Internal("FrameSink::Close after Close/Abort");
+  Status s = st.writer->Close().WithPrefix("finalising " + st.output);
+  if (!s.ok()) {
+    Abort();
+    return s;
+  }
+  st.result.frames = st.prog.frames_written;
+  st.result.outputs = st.writer->output_paths();
+  st.writer.reset();
+  *result = std::move(st.result);
+  return Status::Ok();
+}
+
+void FrameSink::Abort() {
+  if (state_->writer) {
+    state_->writer->Abort();
+    state_->writer.reset();
+  }
+}
+
+// ---- Engine::Generate ----
+
+StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const ProgressFn& progress) {
+  const auto t_start = Clock::now();
+  if (!impl_->dit || !impl_->t5 || !impl_->wav2vec2 || !impl_->vae) {
+    return Status::Internal("Engine::Generate needs every model (EngineOptions load_* all true)");
+  }
+  const auto& opt = impl_->options;
+  const auto& dit = *impl_->dit;
+  LA_RETURN_IF_ERROR(ValidateRequest(req));
+  LA_ASSIGN_OR_RETURN(EncodedInputs in, Encode(req));
+  LA_ASSIGN_OR_RETURN(StreamGeometry geo, MakeStreamGeometry(req, in.ref_latents));
+
+  const FlowMatchEulerScheduler scheduler = MakeScheduler(req);
+  StreamingDenoiser denoiser(&dit, &scheduler, geo, at::TensorOptions().dtype(dit.dtype()).device(opt.device),
+                             MakeRelativeDist(req));
+  denoiser.Prefill(in.context, in.ref_latents, in.motion_latents);
+  LA_ASSIGN_OR_RETURN(std::unique_ptr<FrameSink> sink,
+                      FrameSink::Open(impl_->vae.get(), req, in, geo, opt.device, progress));
 
   at::Tensor refresh_latent;
-  const int64_t lat_clip = geo.latent_frames_per_clip();
-  for (int64_t r = 0; r < num_clips; ++r) {
+  for (int64_t r = 0; r < in.num_clips; ++r) {
     if (r == 1 && req.sink_refresh) denoiser.RefreshSink(refresh_latent);
-    auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed + r));
-    const at::Tensor noise = at::randn({dit.config().in_dim, lat_clip, geo.latent_h, geo.latent_w}, gen,
-                                       at::TensorOptions().dtype(at::kFloat));
-    for (int64_t b = 0; b < blocks; ++b) {
-      BlockTiming bt{r, b};
-      auto t0 = Clock::now();
-      const at::Tensor x = noise.narrow(1, b * geo.frames_per_block, geo.frames_per_block).to(opt.device);
-      const at::Tensor audio_block = models::audio::AudioBlockSlice(audio_emb, r, b, req.infer_frames, frames_per_block);
-      at::Tensor latents = denoiser.DenoiseBlock(r, b, x, audio_block);  // [16, 3, h, w] fp32
-      if (r == 0 && b == 0) refresh_latent = latents.narrow(1, 0, 1).unsqueeze(0).clone();
-      bt.denoise_ms = MsSince(t0);
-      t0 = Clock::now();
-      at::Tensor frames = decoder.Decode(latents.unsqueeze(0));  // [1, 3, F, H, W]
-      frames = frames.narrow(2, frames.size(2) - frames_per_block, frames_per_block);
-      if (r == 0 && b == 0) frames = frames.narrow(2, kDroppedFirstFrames, frames_per_block - kDroppedFirstFrames);
-      frames = models::vae::ClampVideo(frames).to(at::kCPU);  // [3, F, H, W]
-      bt.decode_ms = MsSince(t0);
-      t0 = Clock::now();
-      Status ws = writer->AddFrames(frames);
-      if (!ws.ok()) {
-        writer->Abort();
-        return ws.WithPrefix("writing " + req.output);
-      }
-      bt.write_ms = MsSince(t0);
-      result.blocks.push_back(bt);
-      result.final_latents = latents;
-      prog.clip = r;
-      prog.block = b;
-      prog.frames_written += frames.size(1);
-      prog.elapsed_s = MsSince(t_start) / 1000.0;
-      if (progress) progress(prog);
+    for (int64_t b = 0; b < geo.blocks_per_clip(); ++b) {
+      const auto t0 = Clock::now();
+      const at::Tensor x = BlockNoise(dit.config().in_dim, geo, req.base_seed, r, b).to(opt.device);
+      at::Tensor latents = denoiser.DenoiseBlock(r, b, x, BlockAudio(in.audio_emb, geo, r, b));  // [16, 3, h, w] fp32
+      if (r == 0 && b == 0) refresh_latent = SinkRefreshLatent(latents);
+      LA_RETURN_IF_ERROR(sink->Consume(r, b, latents, MsSince(t0)));
     }
   }
-  result.frames = prog.frames_written;
-  LA_RETURN_IF_ERROR(writer->Close().WithPrefix("finalising " + req.output));
-  result.outputs = writer->output_paths();
+  GenerationResult result;
+  LA_RETURN_IF_ERROR(sink->Close(&result));
   result.total_ms = MsSince(t_start);
   return result;
 }

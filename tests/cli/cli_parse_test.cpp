@@ -58,7 +58,7 @@ TEST(CliParse, DefaultsFollowTheLaunchScripts) {
   EXPECT_EQ(c.run.parallel.ulysses_size, 1);
   EXPECT_FALSE(c.run.parallel.enable_vae_parallel);
   EXPECT_FALSE(c.run.memory.offload_model.has_value());
-  EXPECT_TRUE(c.run.memory.fp8);
+  EXPECT_FALSE(c.run.memory.fp8);  // opt-in, as the reference argparse; scripts pass --fp8
   EXPECT_TRUE(c.run.memory.convert_model_dtype);
   EXPECT_EQ(c.run.output.save_dir, "./output/");
   EXPECT_EQ(c.run.output.crf, 10);
@@ -265,7 +265,14 @@ TEST(CliParse, Subcommands) {
   EXPECT_EQ(d.command, Command::kDoctor);
   EXPECT_EQ(d.doctor.ckpt_dir, "/c");
   EXPECT_EQ(d.doctor.lora_path, "l.safetensors");
-  EXPECT_NE(ParseError({"doctor"}).find("--ckpt_dir"), std::string::npos);
+  // doctor takes the flags of a run (it checks what that run would use), with generate's defaults.
+  EXPECT_EQ(MustParse({"doctor"}).doctor.ckpt_dir, pipeline::GenerateOptions().ckpt_dir);
+  const ParsedCommand dr = MustParse({"doctor", "--image", "i.png", "--size", "720*400", "--nproc_per_node", "2",
+                                      "--json"});
+  EXPECT_EQ(dr.run.generate.image, "i.png");
+  EXPECT_EQ(dr.run.parallel.nproc_per_node, 2);
+  EXPECT_TRUE(dr.doctor.json);
+  EXPECT_NE(ParseError({"doctor", "--size", "1*1"}).find("--size"), std::string::npos);
 
   const ParsedCommand cv = MustParse({"convert", "in.pth", "out.safetensors", "--dtype", "bf16"});
   EXPECT_EQ(cv.command, Command::kConvert);
@@ -283,7 +290,8 @@ TEST(CliParse, Subcommands) {
   EXPECT_EQ(mt.log_level, "warn");
   EXPECT_NE(ParseError({"make-tiny"}).find("--out"), std::string::npos);
   // Flags of another subcommand are rejected.
-  EXPECT_FALSE(ParseCommandLine(std::vector<std::string>{"doctor", "--ckpt_dir", "/c", "--size", "720*400"}).ok());
+  EXPECT_FALSE(ParseCommandLine(std::vector<std::string>{"doctor", "--ckpt_dir", "/c", "--overwrite"}).ok());
+  EXPECT_FALSE(ParseCommandLine(std::vector<std::string>{"make-tiny", "--out", "/t", "--json"}).ok());
   EXPECT_FALSE(ParseCommandLine(std::vector<std::string>{"frobnicate"}).ok());
   EXPECT_FALSE(ParseCommandLine(std::vector<std::string>{}).ok());
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,12 @@
 #include <c10/core/ScalarType.h>
 
 #include "liveavatar/core/status.h"
+#include "liveavatar/pipeline/scheduler.h"
 #include "liveavatar/pipeline/streaming_denoiser.h"
+
+namespace liveavatar::models::vae {
+struct WanVae;
+}
 
 namespace liveavatar::pipeline {
 
@@ -35,6 +41,11 @@ struct EngineOptions {
   c10::ScalarType dtype = c10::kFloat;    // DiT / T5 / VAE compute dtype (fp32 or bf16)
   c10::Device device = c10::Device(c10::kCPU);
   bool t5_cpu = false;                    // run T5 on the CPU whatever `device` is
+  // Models to load (a TPP rank loads only what its role needs). Generate() needs all of them; Encode() needs
+  // the encoders and the VAE.
+  bool load_dit = true;
+  bool load_encoders = true;              // umT5 + wav2vec2
+  bool load_vae = true;
 };
 
 struct GenerationRequest {
@@ -81,9 +92,72 @@ struct GenerationResult {
   at::Tensor final_latents;          // latents of the last block (tests)
 };
 
+// The LoRA of a run: the file (EngineOptions::lora_path, the reference's hub id resolved to local copies) and
+// its alpha / rank (EngineOptions::training_config, else training_config_lora.json beside the file, else the
+// reference's r=128 alpha=64). NotFound naming --lora_path_dmd when the file does not exist.
+struct LoraChoice {
+  std::string path;
+  std::optional<double> alpha;
+  std::optional<int> rank;
+};
+StatusOr<LoraChoice> ResolveLora(const EngineOptions& options);
+
+// The encoded inputs of one request: everything the DiT needs (shared by Engine and the TPP driver).
+struct EncodedInputs {
+  int64_t height = 0, width = 0;  // resolved pixel size
+  int64_t num_clips = 0;          // request's num_clip capped by the audio length
+  at::Tensor context;             // [L, text_dim], prompt embedding
+  at::Tensor audio_emb;           // [1, 25, audio_dim, N] wav2vec2 features
+  at::Tensor ref_latents;         // [1, 16, 1, h, w], VAE encode of the image
+  at::Tensor motion_latents;      // [1, 16, 19, h, w], VAE encode of the image repeated 73 times
+  double encode_ms = 0;
+};
+
+// Checks the request's numbers (infer_frames, sample_steps, rolling_sink_d). Touches no file.
+Status ValidateRequest(const GenerationRequest& request);
+// The streaming geometry of a request whose reference latent is [1, C, 1, h, w]. InvalidArgument when
+// infer_frames gives a latent frame count per clip that is not a multiple of the block size.
+StatusOr<StreamGeometry> MakeStreamGeometry(const GenerationRequest& request, const at::Tensor& ref_latents);
+// The sampler schedule of a request (flow-match Euler, shift 3).
+FlowMatchEulerScheduler MakeScheduler(const GenerationRequest& request);
+// The rolling-sink offset source of a request: fixed d, or seeded by base_seed.
+RelativeDistSource MakeRelativeDist(const GenerationRequest& request);
+// Noise of latent block `block` of clip `clip`: frames of randn([in_dim, latent_frames_per_clip, h, w]) drawn
+// from a CPU generator seeded with base_seed + clip -> [in_dim, frames_per_block, h, w] fp32 on the CPU.
+at::Tensor BlockNoise(int64_t in_dim, const StreamGeometry& geometry, int64_t base_seed, int64_t clip, int64_t block);
+// The wav2vec2 features of block (clip, block): [1, 25, audio_dim, video frames of a block].
+at::Tensor BlockAudio(const at::Tensor& audio_emb, const StreamGeometry& geometry, int64_t clip, int64_t block);
+// The sink-refresh latent (first latent frame) of the finished latents [C, F, h, w] of clip 0 / block 0.
+at::Tensor SinkRefreshLatent(const at::Tensor& block_latents);
+
+// FrameSink: the decode-and-write end of the pipeline. Primes the streaming VAE decoder with the first motion
+// latents, opens the video writer (NAME.partial, renamed on Close) and then turns every finished block of
+// latents into frames, dropping the reference's first frames of clip 0, and reports progress.
+// Errors remove the partial output. Thread safety: one owner.
+class FrameSink {
+ public:
+  // `vae` must outlive the sink.
+  static StatusOr<std::unique_ptr<FrameSink>> Open(const models::vae::WanVae* vae, const GenerationRequest& request,
+                                                   const EncodedInputs& inputs, const StreamGeometry& geometry,
+                                                   c10::Device device, ProgressFn progress = {});
+  ~FrameSink();
+  // Decodes and writes the finished latents [C, 3, h, w] of (clip, block); blocks arrive in order.
+  // `denoise_ms` is recorded in the block's timing.
+  Status Consume(int64_t clip, int64_t block, const at::Tensor& latents, double denoise_ms = 0);
+  // Finalises the output and fills `result` (outputs, frames, sizes, timings).
+  Status Close(GenerationResult* result);
+  // Drops the partial output. Idempotent.
+  void Abort();
+
+ private:
+  struct State;
+  explicit FrameSink(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
 class Engine {
  public:
-  // Loads and validates every model; errors name the file and the fix.
+  // Loads and validates the models EngineOptions asks for (all by default); errors name the file and the fix.
   static StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
   ~Engine();
 
@@ -91,6 +165,13 @@ class Engine {
   StatusOr<GenerationResult> Generate(const GenerationRequest& request, const ProgressFn& progress = {});
 
   // Lower-level pieces (tests and the TPP driver reuse them).
+  // Image, audio and prompt of a request -> the DiT's inputs (needs the encoders and the VAE).
+  StatusOr<EncodedInputs> Encode(const GenerationRequest& request) const;
+  // The loaded models (nullptr when EngineOptions left them out).
+  const models::dit::CausalWanS2V* dit() const;
+  models::dit::CausalWanS2V* mutable_dit();  // e.g. to install sequence parallelism
+  const models::vae::WanVae* vae() const;
+  const EngineOptions& options() const;
   // Image -> [3, H, W] in [−1, 1] at the resolved size.
   StatusOr<at::Tensor> PrepareImage(const std::string& path, const std::string& size) const;
   // Audio file -> audio_emb [1, 25, C, N] and the clip count of the reference's rule.

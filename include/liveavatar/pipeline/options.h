@@ -57,7 +57,7 @@ struct GenerateOptions {
   int64_t num_clip = 10000;
   // Frames per clip, a positive multiple of 4. Default 48 (launch scripts; argparse default 80).
   int64_t infer_frames = 48;
-  // Denoising steps per block; with TPP it must equal the number of DiT ranks. Default 4.
+  // Denoising steps per block; with TPP it must be divisible by the number of stages (docs/parallel.md). Default 4.
   int64_t sample_steps = 4;
   // Sampler; only "euler" is implemented upstream (others raise there); accepted values euler, unipc, dpm++.
   std::string sample_solver = "euler";
@@ -85,13 +85,15 @@ struct GenerateOptions {
   std::string tts_text;
 };
 
-// Process layout. Upstream runs either one process or TPP with exactly 5 ranks (4 DiT + 1 VAE).
+// Process layout (pipeline/topology.h, docs/parallel.md): num_gpus_dit DiT ranks as stages x ulysses_size, plus
+// a VAE rank with enable_vae_parallel. Upstream runs either one process or TPP with 5 ranks (4 DiT + 1 VAE).
 struct ParallelOptions {
-  // GPUs running DiT steps in TPP (one denoising step per GPU). Default 4; forced to 1 on one process.
+  // DiT ranks (stages x ulysses_size; each stage owns a contiguous share of the steps). Default 4; forced to 1
+  // on one process.
   int64_t num_gpus_dit = 4;
   // Ulysses sequence-parallel degree. Default 1 (the reference asserts 1).
   int64_t ulysses_size = 1;
-  // Decode with the VAE on its own rank (the last one). Default false; required with TPP (world > 1).
+  // Decode with the VAE on its own rank (the last one); without it the last stage decodes. Default false.
   bool enable_vae_parallel = false;
   // Single-GPU pipeline. Default false; forced from the world size like upstream.
   bool single_gpu = false;
@@ -114,9 +116,9 @@ struct MemoryOptions {
   bool offload_kv_cache = false;
   // Run T5 on the CPU. Default false.
   bool t5_cpu = false;
-  // FP8 (e4m3, per-tensor scales) DiT linears; skipped with a log line where the device lacks FP8 GEMM (as
-  // upstream when torch._scaled_mm is missing). Default true (launch scripts pass --fp8).
-  bool fp8 = true;
+  // FP8 (e4m3, per-tensor scales) weights for the DiT linears the reference quantises, dequantised per block
+  // (docs/fp8.md). Default false, as the reference's argparse; the launch scripts pass --fp8.
+  bool fp8 = false;
   // Cast the DiT to bf16 (a no-op after bf16 loading). Default true (launch scripts).
   bool convert_model_dtype = true;
   // Decode clip 0 immediately and refresh the sink from it (single GPU only). Default false.
