@@ -197,9 +197,9 @@ std::vector<FlagDef> BuildTable() {
 
   // ---- Memory ----
   add("--offload_model", kMemory, "BOOL", kSubRun,
-      "Offload models to CPU between uses: True/False/true/false/1/0 (default: True on one GPU, False with TPP)",
+      "Stream DiT blocks from (pinned) host memory one block ahead: True/False (docs/offload.md; default False)",
       Str2Bool(LA_FIELD(run.memory.offload_model)));
-  add("--offload_kv_cache", kMemory, "", kSubRun, "Keep KV caches on CPU (single GPU only; slow)",
+  add("--offload_kv_cache", kMemory, "", kSubRun, "Only the running step's KV cache on the device, the rest in host memory (docs/offload.md)",
       Switch(LA_FIELD(run.memory.offload_kv_cache)));
   add("--t5_cpu", kMemory, "", kSubRun, "Run T5 on the CPU", Switch(LA_FIELD(run.memory.t5_cpu)));
   add("--fp8,!--no_fp8", kMemory, "", kSubRun,

@@ -46,11 +46,9 @@ pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int l
     e.device = c10::Device(c10::kCPU);
     e.dtype = c10::kFloat;
   }
-  if (run.memory.fp8) {
-    LA_LOG_WARN("--fp8: FP8 weights are not implemented in this build yet; the DiT runs in {} "
-                "(more memory, no quality loss). Pass --no_fp8 to silence this.",
-                e.dtype == c10::kFloat ? "fp32" : "bf16");
-  }
+  e.fp8 = run.memory.fp8;
+  e.offload_blocks = run.memory.offload_model.value_or(false);
+  e.offload_kv_cache = run.memory.offload_kv_cache;
   return e;
 }
 
@@ -227,7 +225,29 @@ int RunGenerateRank(const ParsedCommand& cmd, const Layout& layout) {
 
 }  // namespace
 
-int RunGenerate(const ParsedCommand& cmd) {
+// The memory plan comes before anything loads: --auto_plan may change the layout and memory modes, and a plan
+// that does not fit the device stops the run with the alternatives that would (docs/memory.md).
+StatusOr<pipeline::RunOptions> PlannedRun(const pipeline::RunOptions& run, int local_rank) {
+  pipeline::RunOptions out = run;
+  if (run.memory.auto_plan) {
+    LA_ASSIGN_OR_RETURN(out, ApplyAutoPlan(run));
+  }
+  LA_RETURN_IF_ERROR(PreflightPlan(out));
+  LA_RETURN_IF_ERROR(ApplyGpuMemoryCap(out, local_rank));
+  return out;
+}
+
+int RunGenerate(const ParsedCommand& parsed) {
+  ParsedCommand cmd = parsed;
+  {
+    auto world = dist::DetectWorld();
+    auto planned = PlannedRun(cmd.run, world.ok() ? world->local_rank : 0);
+    if (!planned.ok()) {
+      LA_LOG_ERROR("generate: {}", planned.status().message());
+      return planned.status().code() == Status::Code::kInvalidArgument ? 2 : 1;
+    }
+    cmd.run = *planned;
+  }
   auto layout = ResolveLayout(cmd.run);
   if (!layout.ok()) {
     LA_LOG_ERROR("generate: {}", layout.status().message());
@@ -279,6 +299,12 @@ int RunLocalLaunch(const ParsedCommand& cmd, int argc, const char* const* argv) 
   if (Status s = CheckInputs(req); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
     return s.code() == Status::Code::kInvalidArgument ? 2 : 1;
+  }
+  if (!cmd.run.memory.auto_plan) {  // with --auto_plan every worker plans its own layout
+    if (Status s = PreflightPlan(cmd.run); !s.ok()) {
+      LA_LOG_ERROR("generate: {}", s.message());
+      return s.code() == Status::Code::kInvalidArgument ? 2 : 1;
+    }
   }
   // Every rank must agree on the output name (the default one holds a time stamp) and the seed (-1 draws one):
   // fix both here.

@@ -42,11 +42,11 @@ constexpr double kAssumedAudioSeconds = 10.0;
 // what generate will actually do and proposes only these measures; flip a switch when its feature lands.
 runtime::PlanFeatures EngineFeatures() {
   runtime::PlanFeatures f;
-  f.fp8 = false;               // --fp8 falls back to bf16 with a warning (no FP8 DiT yet)
-  f.offload_model = false;     // the engine keeps T5 / wav2vec2 loaded
-  f.offload_kv_cache = false;  // step caches live on the compute device
+  f.fp8 = true;                // EngineOptions::fp8 (Fp8DitWeights)
+  f.offload_model = false;     // the engine keeps T5 / wav2vec2 loaded (its --offload_model streams DiT blocks)
+  f.offload_kv_cache = true;   // EngineOptions::offload_kv_cache (one device step cache)
   f.t5_cpu = true;             // EngineOptions::t5_cpu
-  f.multi_process = false;     // generate refuses WORLD_SIZE > 1 (TPP / Ulysses / FSDP not wired yet)
+  f.multi_process = true;      // TPP stages, Ulysses, FSDP, a VAE rank (pipeline/tpp_driver.h)
   return f;
 }
 
@@ -228,16 +228,12 @@ StatusOr<PlanContext> BuildInputs(const pipeline::RunOptions& run, const std::st
                                                                   : runtime::PlanDeviceKind::kCpu;
   in.dtype = in.device == runtime::PlanDeviceKind::kCuda ? runtime::PlanDtype::kBFloat16 : runtime::PlanDtype::kFloat32;
   in.features = for_generate ? EngineFeatures() : runtime::PlanFeatures();
-  in.fp8 = run.memory.fp8 && in.device == runtime::PlanDeviceKind::kCuda && in.features.fp8;
-  if (run.memory.fp8 && !in.fp8) {
-    ctx.notes.push_back(in.device == runtime::PlanDeviceKind::kCpu
-                            ? "--fp8: the CPU has no FP8 GEMM; planned in fp32"
-                            : "--fp8: this build has no FP8 DiT; planned in bf16");
-  }
+  in.fp8 = run.memory.fp8 && in.features.fp8;  // stored FP8 and dequantised per block on any device
   const bool offload_default = in.world_size == 1;
   in.offload_model = run.memory.offload_model.value_or(offload_default) && in.features.offload_model;
   if (run.memory.offload_model.value_or(offload_default) && !in.features.offload_model) {
-    ctx.notes.push_back("--offload_model: the engine keeps T5 and wav2vec2 loaded; planned resident");
+    ctx.notes.push_back("--offload_model: the engine keeps T5 and wav2vec2 loaded and streams DiT blocks from host memory instead "
+                        "(not modelled: planned resident, an upper bound)");
   }
   in.offload_kv_cache = run.memory.offload_kv_cache && in.features.offload_kv_cache;
   if (run.memory.offload_kv_cache && !in.offload_kv_cache) {

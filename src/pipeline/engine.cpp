@@ -18,6 +18,8 @@
 #include "liveavatar/io/video_writer.h"
 #include "liveavatar/models/audio/audio_features.h"
 #include "liveavatar/models/audio/wav2vec2.h"
+#include "liveavatar/models/dit/block_offload.h"
+#include "liveavatar/models/dit/fp8_weights.h"
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/models/lora.h"
 #include "liveavatar/models/t5/prompt_encoder.h"
@@ -95,13 +97,15 @@ struct Engine::Impl {
   std::unique_ptr<models::audio::Wav2Vec2> wav2vec2;
   std::unique_ptr<models::vae::WanVae> vae;
   std::unique_ptr<models::dit::CausalWanS2V> dit;
+  std::unique_ptr<models::dit::BlockOffloader> dit_offload;  // --offload_model: owns the model instead of `dit`
+  models::dit::CausalWanS2V* Dit() const { return dit ? dit.get() : dit_offload ? &dit_offload->model() : nullptr; }
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
-const models::dit::CausalWanS2V* Engine::dit() const { return impl_->dit.get(); }
-models::dit::CausalWanS2V* Engine::mutable_dit() { return impl_->dit.get(); }
+const models::dit::CausalWanS2V* Engine::dit() const { return impl_->Dit(); }
+models::dit::CausalWanS2V* Engine::mutable_dit() { return impl_->Dit(); }
 
 StatusOr<LoraChoice> ResolveLora(const EngineOptions& options) {
   LoraChoice c;
@@ -145,9 +149,25 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
       LA_ASSIGN_OR_RETURN(int pairs, models::MergeLoraFile(ckpt.weights, lora.path, lora.alpha, lora.rank));
       LA_LOG_INFO("LoRA: merged {} pairs from {}", pairs, lora.path);
     }
-    LA_ASSIGN_OR_RETURN(models::dit::CausalWanS2V dit, models::dit::CausalWanS2V::Create(
-                                                           ckpt.config, std::move(ckpt.weights), options.dtype, options.device));
-    impl->dit = std::make_unique<models::dit::CausalWanS2V>(std::move(dit));
+    if (options.fp8 && options.offload_blocks) {
+      return Status::InvalidArgument("--fp8 with --offload_model True: not supported together yet (both supply "
+                                     "the DiT blocks); choose one");
+    }
+    if (options.offload_blocks) {
+      models::dit::OffloadOptions oo;
+      oo.dtype = options.dtype;
+      oo.device = options.device;
+      LA_ASSIGN_OR_RETURN(impl->dit_offload, models::dit::BlockOffloader::Create(ckpt.config, std::move(ckpt.weights), oo));
+      LA_LOG_INFO("--offload_model: DiT blocks stream from host memory, {} block(s) ahead", oo.lookahead);
+    } else {
+      LA_ASSIGN_OR_RETURN(models::dit::CausalWanS2V dit, models::dit::CausalWanS2V::Create(
+                                                             ckpt.config, std::move(ckpt.weights), options.dtype, options.device));
+      impl->dit = std::make_unique<models::dit::CausalWanS2V>(std::move(dit));
+      if (options.fp8) {  // the hooks keep the codes alive; the model is not moved after this
+        LA_ASSIGN_OR_RETURN(auto fp8, models::dit::Fp8DitWeights::Attach(impl->dit.get()));
+        LA_LOG_INFO("--fp8: DiT linear weights stored as FP8 e4m3, dequantised per block");
+      }
+    }
   }
 
   if (options.load_encoders) {
@@ -262,6 +282,13 @@ StatusOr<StreamGeometry> MakeStreamGeometry(const GenerationRequest& req, const 
                                    " latent frames per clip, not a multiple of 3 (use 48 or 80, ...)");
   }
   return geo;
+}
+
+RingResidency KvCacheResidency() {
+  RingResidency r;
+  r.enabled = true;
+  r.device_slots = 1;
+  return r;
 }
 
 FlowMatchEulerScheduler MakeScheduler(const GenerationRequest& req) {
@@ -411,11 +438,11 @@ void FrameSink::Abort() {
 
 StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const ProgressFn& progress) {
   const auto t_start = Clock::now();
-  if (!impl_->dit || !impl_->t5 || !impl_->wav2vec2 || !impl_->vae) {
+  if (!impl_->Dit() || !impl_->t5 || !impl_->wav2vec2 || !impl_->vae) {
     return Status::Internal("Engine::Generate needs every model (EngineOptions load_* all true)");
   }
   const auto& opt = impl_->options;
-  const auto& dit = *impl_->dit;
+  const auto& dit = *impl_->Dit();
   LA_RETURN_IF_ERROR(ValidateRequest(req));
   LA_ASSIGN_OR_RETURN(EncodedInputs in, Encode(req));
   LA_ASSIGN_OR_RETURN(StreamGeometry geo, MakeStreamGeometry(req, in.ref_latents));
@@ -423,6 +450,7 @@ StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& req, const 
   const FlowMatchEulerScheduler scheduler = MakeScheduler(req);
   StreamingDenoiser denoiser(&dit, &scheduler, geo, at::TensorOptions().dtype(dit.dtype()).device(opt.device),
                              MakeRelativeDist(req));
+  if (opt.offload_kv_cache) denoiser.set_ring_residency(KvCacheResidency());
   denoiser.Prefill(in.context, in.ref_latents, in.motion_latents);
   LA_ASSIGN_OR_RETURN(std::unique_ptr<FrameSink> sink,
                       FrameSink::Open(impl_->vae.get(), req, in, geo, opt.device, progress));

@@ -213,6 +213,10 @@ Status TppDriver::Impl::LoadModels() {
   LA_ASSIGN_OR_RETURN(engine, Engine::Load(eo));
   if (!role.is_dit()) return Status::Ok();
   dit = engine->mutable_dit();
+  if (topology.dit_fsdp && (options.fp8 || options.offload_blocks)) {
+    return Status::InvalidArgument(std::string(options.fp8 ? "--fp8" : "--offload_model True") +
+                                   " with --dit_fsdp: not supported together yet (both supply the DiT blocks)");
+  }
   if (topology.dit_fsdp) {
     dist::ShardOptions so;
     so.prefetch = static_cast<int>(topology.fsdp_prefetch);
@@ -295,6 +299,7 @@ StatusOr<GenerationResult> TppDriver::Impl::Run(const GenerationRequest& req, co
     denoiser = std::make_unique<StreamingDenoiser>(dit, &scheduler, geo,
                                                    at::TensorOptions().dtype(dit->dtype()).device(options.device),
                                                    MakeRelativeDist(req), role.first_step, role.num_steps);
+    if (options.offload_kv_cache) denoiser->set_ring_residency(KvCacheResidency());
     denoiser->Prefill(in.context, in.ref_latents, in.motion_latents);
   }
   if (role.is_writer) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <functional>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -85,9 +86,11 @@ class Generate : public ::testing::Test {
     r.raw_video = true;  // y4m: exact uint8 frames to compare
     return r;
   }
-  static std::unique_ptr<pipeline::Engine> LoadEngine() {
+  static std::unique_ptr<pipeline::Engine> LoadEngine(
+      const std::function<void(pipeline::EngineOptions&)>& adjust = {}) {
     pipeline::EngineOptions o;
     o.ckpt_dir = root_ + "/ckpt";
+    if (adjust) adjust(o);
     auto e = pipeline::Engine::Load(o);
     EXPECT_TRUE(e.ok()) << e.status().ToString();
     return e.ok() ? std::move(e).value() : nullptr;
@@ -134,6 +137,42 @@ TEST_F(Generate, TwoClipsFrameCountSizeAndDeterminism) {
   // The 1-clip video is the first 45 frames of the 2-clip one (streaming: later clips do not change earlier ones).
   const size_t header = y4m.find("FRAME");
   EXPECT_EQ(b1.second.substr(header), y4m.substr(header, b1.second.size() - header));
+}
+
+// The memory modes change where weights and caches live, never the result: block offload + KV-cache residency
+// give bit-identical frames; FP8 weights change them a little (docs/fp8.md) and nothing else.
+TEST_F(Generate, MemoryModesKeepTheResult) {
+  auto run = [&](const std::string& name, const std::function<void(pipeline::EngineOptions&)>& adjust) {
+    auto engine = LoadEngine(adjust);
+    EXPECT_NE(engine, nullptr);
+    if (engine == nullptr) return std::make_pair(at::Tensor(), std::string());
+    auto r = Request(root_ + "/" + name + ".mp4", 5);
+    r.num_clip = 1;
+    r.infer_frames = 12;
+    auto g = engine->Generate(r);
+    EXPECT_TRUE(g.ok()) << g.status().ToString();
+    return g.ok() ? std::make_pair(g->final_latents, Slurp(g->outputs[0])) : std::make_pair(at::Tensor(), std::string());
+  };
+  const auto plain = run("plain", nullptr);
+  const auto offload = run("offload", [](pipeline::EngineOptions& o) {
+    o.offload_blocks = true;
+    o.offload_kv_cache = true;
+  });
+  const auto fp8 = run("fp8", [](pipeline::EngineOptions& o) { o.fp8 = true; });
+  ASSERT_TRUE(plain.first.defined() && offload.first.defined() && fp8.first.defined());
+  EXPECT_TRUE(at::equal(plain.first, offload.first));
+  EXPECT_EQ(plain.second, offload.second);
+  EXPECT_FALSE(at::equal(plain.first, fp8.first));
+  const double rel = (fp8.first - plain.first).norm().item<double>() / plain.first.norm().item<double>();
+  EXPECT_LT(rel, 0.1) << "FP8 latents drift " << rel << " from fp32";
+  EXPECT_EQ(fp8.second.size(), plain.second.size());
+  // Both together are refused at load, naming the flags.
+  pipeline::EngineOptions both;
+  both.ckpt_dir = root_ + "/ckpt";
+  both.fp8 = both.offload_blocks = true;
+  auto e = pipeline::Engine::Load(both);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("--fp8"), std::string::npos) << e.status().ToString();
 }
 
 TEST_F(Generate, Mp4WithAudioThroughTheBinary) {

@@ -46,6 +46,10 @@ struct EngineOptions {
   bool load_dit = true;
   bool load_encoders = true;              // umT5 + wav2vec2
   bool load_vae = true;
+  // Memory modes (docs/fp8.md, docs/offload.md); the planner predicts each.
+  bool fp8 = false;               // FP8 e4m3 DiT linear weights, dequantised per block
+  bool offload_blocks = false;    // DiT blocks streamed from (pinned) host memory, one block ahead
+  bool offload_kv_cache = false;  // only the running step's KV cache on the device (ring residency)
 };
 
 struct GenerationRequest {
@@ -120,6 +124,8 @@ Status ValidateRequest(const GenerationRequest& request);
 StatusOr<StreamGeometry> MakeStreamGeometry(const GenerationRequest& request, const at::Tensor& ref_latents);
 // The sampler schedule of a request (flow-match Euler, shift 3).
 FlowMatchEulerScheduler MakeScheduler(const GenerationRequest& request);
+// --offload_kv_cache: one device step cache (what the memory planner assumes).
+RingResidency KvCacheResidency();
 // The rolling-sink offset source of a request: fixed d, or seeded by base_seed.
 RelativeDistSource MakeRelativeDist(const GenerationRequest& request);
 // Noise of latent block `block` of clip `clip`: frames of randn([in_dim, latent_frames_per_clip, h, w]) drawn

@@ -110,9 +110,9 @@ struct ParallelOptions {
 
 // Placement and number formats.
 struct MemoryOptions {
-  // Offload models to CPU between uses. Default unset = true on one GPU, false with TPP (reference rule).
+  // Stream the DiT blocks from (pinned) host memory one block ahead (docs/offload.md). Default unset = false.
   std::optional<bool> offload_model;
-  // Keep the per-step KV caches on CPU (single GPU only; slow). Default false.
+  // Keep only the running step's KV cache on the device, the others in host memory (docs/offload.md).
   bool offload_kv_cache = false;
   // Run T5 on the CPU. Default false.
   bool t5_cpu = false;
