@@ -239,6 +239,13 @@ StatusOr<pipeline::RunOptions> PlannedRun(const pipeline::RunOptions& run, int l
 
 int RunGenerate(const ParsedCommand& parsed) {
   ParsedCommand cmd = parsed;
+  for (const auto& [value, flag] : {std::make_pair(&cmd.run.generate.image, "--image"),
+                                    std::make_pair(&cmd.run.generate.audio, "--audio")}) {
+    if (value->empty()) {  // a usage error, before any planning or loading
+      LA_LOG_ERROR("generate: {} is required", flag);
+      return 2;
+    }
+  }
   {
     auto world = dist::DetectWorld();
     auto planned = PlannedRun(cmd.run, world.ok() ? world->local_rank : 0);

@@ -28,6 +28,7 @@
 #include "liveavatar/models/dit/weights.h"
 #include "liveavatar/models/lora.h"
 #include "liveavatar/models/vae/weights.h"
+#include "liveavatar/pipeline/checkpoint_checks.h"
 
 namespace fs = std::filesystem;
 
@@ -67,37 +68,6 @@ StatusOr<nlohmann::json> ReadJson(const std::string& path) {
   }
 }
 
-// T5 / VAE architecture from tensor metadata (the checkpoint carries no config for them); same rule as the engine.
-StatusOr<models::t5::T5Config> T5ConfigFromStore(const io::TensorStore& store) {
-  models::t5::T5Config c;
-  LA_ASSIGN_OR_RETURN(io::TensorMeta emb, store.Meta("token_embedding.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta q, store.Meta("blocks.0.attn.q.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta fc1, store.Meta("blocks.0.ffn.fc1.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta pos, store.Meta("blocks.0.pos_embedding.embedding.weight"));
-  if (emb.shape.size() != 2 || q.shape.size() != 2 || fc1.shape.size() != 2 || pos.shape.size() != 2) {
-    return Status::Corruption(store.path() + ": unexpected T5 weight ranks");
-  }
-  c.vocab = emb.shape[0];
-  c.dim = emb.shape[1];
-  c.dim_attn = q.shape[0];
-  c.dim_ffn = fc1.shape[0];
-  c.num_buckets = pos.shape[0];
-  c.num_heads = pos.shape[1];
-  int64_t layers = 0;
-  while (store.Contains("blocks." + std::to_string(layers) + ".attn.q.weight")) ++layers;
-  c.num_layers = layers;
-  return c;
-}
-
-StatusOr<models::vae::VaeConfig> VaeConfigFromStore(const io::TensorStore& store) {
-  models::vae::VaeConfig c;
-  LA_ASSIGN_OR_RETURN(io::TensorMeta conv1, store.Meta("encoder.conv1.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta conv2, store.Meta("conv2.weight"));
-  if (conv1.shape.empty() || conv2.shape.empty()) return Status::Corruption(store.path() + ": unexpected VAE weights");
-  c.dim = conv1.shape[0];
-  c.z_dim = conv2.shape[0];
-  return c;
-}
 
 struct ModelSource {
   runtime::PlanModels models;
@@ -143,11 +113,11 @@ StatusOr<ModelSource> LoadModels(const pipeline::RunOptions& run, const std::str
       LA_ASSIGN_OR_RETURN(m.dit, models::dit::LoadDitConfig((dir / io::kDitConfigFile).string()));
       if (fs::is_regular_file(dir / io::kT5File, ec)) {
         LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore((dir / io::kT5File).string()));
-        LA_ASSIGN_OR_RETURN(m.t5, T5ConfigFromStore(*store));
+        LA_ASSIGN_OR_RETURN(m.t5, pipeline::InferT5ConfigFromWeights(*store));
       }
       if (fs::is_regular_file(dir / io::kVaeFile, ec)) {
         LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore((dir / io::kVaeFile).string()));
-        LA_ASSIGN_OR_RETURN(m.vae, VaeConfigFromStore(*store));
+        LA_ASSIGN_OR_RETURN(m.vae, pipeline::InferVaeConfigFromWeights(*store));
       }
       if (fs::is_directory(dir / io::kWav2Vec2Dir, ec)) {
         LA_ASSIGN_OR_RETURN(m.wav2vec2, models::audio::LoadWav2Vec2Config((dir / io::kWav2Vec2Dir).string()));

@@ -1,5 +1,7 @@
 #include "liveavatar/pipeline/engine.h"
 
+#include "liveavatar/pipeline/checkpoint_checks.h"
+
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -46,49 +48,6 @@ constexpr double kFps = 25.0;
 constexpr int kDefaultLoraRank = 128;
 constexpr double kDefaultLoraAlpha = 64.0;
 
-// T5 architecture from the weight shapes (the checkpoint directory carries no T5 config.json).
-StatusOr<models::t5::T5Config> InferT5Config(const io::TensorStore& store) {
-  models::t5::T5Config c;
-  LA_ASSIGN_OR_RETURN(io::TensorMeta emb, store.Meta("token_embedding.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta q, store.Meta("blocks.0.attn.q.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta fc1, store.Meta("blocks.0.ffn.fc1.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta pos, store.Meta("blocks.0.pos_embedding.embedding.weight"));
-  if (emb.shape.size() != 2 || q.shape.size() != 2 || fc1.shape.size() != 2 || pos.shape.size() != 2) {
-    return Status::Corruption(store.path() + ": unexpected T5 weight ranks");
-  }
-  c.vocab = emb.shape[0];
-  c.dim = emb.shape[1];
-  c.dim_attn = q.shape[0];
-  c.dim_ffn = fc1.shape[0];
-  c.num_buckets = pos.shape[0];
-  c.num_heads = pos.shape[1];
-  int64_t layers = 0;
-  while (store.Contains("blocks." + std::to_string(layers) + ".attn.q.weight")) ++layers;
-  c.num_layers = layers;
-  return c;
-}
-
-// VAE architecture from the weight shapes (Wan2.1_VAE.pth has no config): base width and latent channels;
-// the level structure is Wan2.1's (strict loading reports any other layout key by key).
-StatusOr<models::vae::VaeConfig> InferVaeConfig(const io::TensorStore& store) {
-  models::vae::VaeConfig c;
-  LA_ASSIGN_OR_RETURN(io::TensorMeta conv1, store.Meta("encoder.conv1.weight"));
-  LA_ASSIGN_OR_RETURN(io::TensorMeta conv2, store.Meta("conv2.weight"));
-  if (conv1.shape.empty() || conv2.shape.empty()) return Status::Corruption(store.path() + ": unexpected VAE weights");
-  c.dim = conv1.shape[0];
-  c.z_dim = conv2.shape[0];
-  return c;
-}
-
-std::string ResolveLoraPath(const EngineOptions& o) {
-  if (!o.lora_path.empty() && o.lora_path != "Quark-Vision/Live-Avatar") return o.lora_path;
-  // The reference's default is a hub id; offline it resolves to local copies.
-  for (const fs::path& p : {fs::path(o.ckpt_dir) / io::kTinyLoraFile, fs::path("ckpt/LiveAvatar/liveavatar.safetensors")}) {
-    if (fs::exists(p)) return p.string();
-  }
-  return o.lora_path;
-}
-
 }  // namespace
 
 struct Engine::Impl {
@@ -109,7 +68,7 @@ models::dit::CausalWanS2V* Engine::mutable_dit() { return impl_->Dit(); }
 
 StatusOr<LoraChoice> ResolveLora(const EngineOptions& options) {
   LoraChoice c;
-  c.path = ResolveLoraPath(options);
+  c.path = ResolveLoraFile(options.ckpt_dir, options.lora_path);
   if (c.path.empty() || !fs::exists(c.path)) {
     return Status::NotFound("--lora_path_dmd: LoRA file '" + c.path +
                             "' not found (pass a local .safetensors path, or --load_lora false to run without it)");
@@ -174,7 +133,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
     // T5.
     const std::string t5_path = (dir / io::kT5File).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(t5_path));
-    LA_ASSIGN_OR_RETURN(models::t5::T5Config t5cfg, InferT5Config(*store));
+    LA_ASSIGN_OR_RETURN(models::t5::T5Config t5cfg, InferT5ConfigFromWeights(*store));
     if (t5cfg.dim != dit_config.text_dim) {
       return Status::Corruption(t5_path + ": T5 dim " + std::to_string(t5cfg.dim) + " != DiT text_dim " +
                                 std::to_string(dit_config.text_dim));
@@ -201,7 +160,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   if (options.load_vae) {
     const std::string vae_path = (dir / io::kVaeFile).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(vae_path));
-    LA_ASSIGN_OR_RETURN(models::vae::VaeConfig vcfg, InferVaeConfig(*store));
+    LA_ASSIGN_OR_RETURN(models::vae::VaeConfig vcfg, InferVaeConfigFromWeights(*store));
     models::LoadOptions lo;
     lo.dtype = options.dtype;
     lo.device = options.device;
