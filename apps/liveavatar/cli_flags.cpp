@@ -181,7 +181,7 @@ std::vector<FlagDef> BuildTable() {
       Value(LA_FIELD(run.parallel.num_gpus_dit)));
   add("--ulysses_size", kParallel, "N", kSubRun, "Ulysses sequence-parallel degree",
       Value(LA_FIELD(run.parallel.ulysses_size)));
-  add("--enable_vae_parallel", kParallel, "", kSubRun, "Decode on a dedicated last rank (else the last DiT stage decodes)",
+  add("--enable_vae_parallel", kParallel, "", kSubRun, "Decode on the ranks after the DiT ranks (several split the frame); else the last DiT stage decodes",
       Switch(LA_FIELD(run.parallel.enable_vae_parallel)));
   add("--single_gpu", kParallel, "", kSubRun, "Single-GPU pipeline (forced from the world size)",
       Switch(LA_FIELD(run.parallel.single_gpu)));

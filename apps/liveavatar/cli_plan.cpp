@@ -2,6 +2,7 @@
 // The arithmetic is runtime::MemoryPlanner's; this file turns the command line into its inputs (model
 // architecture from --model_config / the checkpoint's configs / the 14B defaults, size from --size and --image,
 // audio length from --audio) and renders the result.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -185,6 +186,8 @@ StatusOr<PlanContext> BuildInputs(const pipeline::RunOptions& run, const std::st
   in.world_size = WorldSize(run);
   in.ulysses_size = run.parallel.ulysses_size;
   in.vae_rank = run.parallel.enable_vae_parallel && in.world_size > 1;
+  // Every rank after the --num_gpus_dit DiT ranks decodes (the topology refuses a layout that leaves none).
+  if (in.vae_rank) in.vae_ranks = std::max<int64_t>(1, in.world_size - run.parallel.num_gpus_dit);
   in.dit_fsdp = run.parallel.dit_fsdp;
   in.fsdp_prefetch = run.parallel.fsdp_prefetch;
   in.infer_frames = run.generate.infer_frames;
@@ -358,7 +361,7 @@ std::string ToText(const PlanContext& ctx, const runtime::MemoryPlan& p,
     << (in.fp8 ? "FP8 DiT linears, " : "") << (in.dtype == runtime::PlanDtype::kBFloat16 ? "bf16" : "fp32")
     << ", capacity " << (p.capacity_bytes > 0 ? Gib(p.capacity_bytes) + " GiB" : std::string("unknown")) << "\n";
   o << "topology: world " << p.world_size << " = " << p.dit_stages << " stage(s) x ulysses " << p.ulysses_size
-    << (in.vae_rank ? " + 1 VAE rank" : "")
+    << (in.vae_rank ? " + " + std::to_string(in.vae_ranks) + " VAE rank" + (in.vae_ranks > 1 ? "s" : "") : "")
     << (in.dit_fsdp ? ", FSDP (prefetch " + std::to_string(in.fsdp_prefetch) + ")" : "")
     << (in.offload_model ? ", offload_model" : "") << (in.offload_kv_cache ? ", offload_kv_cache" : "")
     << (in.t5_cpu ? ", t5_cpu" : "") << "\n";

@@ -284,7 +284,8 @@ struct FrameSink::State {
   c10::Device device = c10::Device(c10::kCPU);
   StreamGeometry geo;
   std::unique_ptr<models::vae::StreamingDecoder> decoder;
-  std::unique_ptr<io::VideoWriter> writer;
+  std::unique_ptr<io::VideoWriter> writer;  // null on a non-writing VAE rank
+  bool open = true;                         // false after Close/Abort
   std::string output;
   ProgressFn progress;
   Clock::time_point t_start;
@@ -299,7 +300,9 @@ FrameSink::~FrameSink() {
 
 StatusOr<std::unique_ptr<FrameSink>> FrameSink::Open(const models::vae::WanVae* vae, const GenerationRequest& req,
                                                      const EncodedInputs& in, const StreamGeometry& geo,
-                                                     c10::Device device, ProgressFn progress) {
+                                                     c10::Device device, ProgressFn progress,
+                                                     std::shared_ptr<models::vae::SpatialParallel> parallel,
+                                                     bool write_output) {
   if (vae == nullptr) return Status::Internal("FrameSink: the VAE was not loaded");
   auto st = std::make_unique<State>();
   st->t_start = Clock::now();
@@ -308,9 +311,21 @@ StatusOr<std::unique_ptr<FrameSink>> FrameSink::Open(const models::vae::WanVae* 
   st->geo = geo;
   st->output = req.output;
   st->progress = std::move(progress);
-  st->decoder = std::make_unique<models::vae::StreamingDecoder>(vae);
+  st->decoder = std::make_unique<models::vae::StreamingDecoder>(vae, std::move(parallel));
   (void)st->decoder->Decode(
       in.motion_latents.narrow(2, 0, std::min<int64_t>(kDecoderPrimeLatents, in.motion_latents.size(2))));
+
+  GenerationResult& r = st->result;
+  r.height = in.height;
+  r.width = in.width;
+  r.num_clips = in.num_clips;
+  r.seed = req.base_seed;
+  r.encode_ms = in.encode_ms;
+  r.fps = kFps;
+  st->prog.num_clips = in.num_clips;
+  st->prog.blocks_per_clip = geo.blocks_per_clip();
+  st->prog.total_frames = in.num_clips * req.infer_frames - kDroppedFirstFrames;
+  if (!write_output) return std::unique_ptr<FrameSink>(new FrameSink(std::move(st)));
 
   // Output (written to NAME.partial by the writer and renamed on Close()).
   io::VideoWriterOptions wopt;
@@ -329,22 +344,12 @@ StatusOr<std::unique_ptr<FrameSink>> FrameSink::Open(const models::vae::WanVae* 
   }
   LA_ASSIGN_OR_RETURN(st->writer, io::VideoWriter::Open(req.output, static_cast<int>(in.width),
                                                         static_cast<int>(in.height), wopt, track));
-  GenerationResult& r = st->result;
-  r.height = in.height;
-  r.width = in.width;
-  r.num_clips = in.num_clips;
-  r.seed = req.base_seed;
-  r.encode_ms = in.encode_ms;
-  r.fps = kFps;
-  st->prog.num_clips = in.num_clips;
-  st->prog.blocks_per_clip = geo.blocks_per_clip();
-  st->prog.total_frames = in.num_clips * req.infer_frames - kDroppedFirstFrames;
   return std::unique_ptr<FrameSink>(new FrameSink(std::move(st)));
 }
 
 Status FrameSink::Consume(int64_t clip, int64_t block, const at::Tensor& latents, double denoise_ms) {
   State& st = *state_;
-  if (!st.writer) return Status::Internal("FrameSink::Consume after Close/Abort");
+  if (!st.open) return Status::Internal("FrameSink::Consume after Close/Abort");
   const int64_t frames_per_block = st.geo.video_frames_per_block();
   BlockTiming bt{clip, block};
   bt.denoise_ms = denoise_ms;
@@ -354,13 +359,15 @@ Status FrameSink::Consume(int64_t clip, int64_t block, const at::Tensor& latents
   if (clip == 0 && block == 0) frames = frames.narrow(2, kDroppedFirstFrames, frames_per_block - kDroppedFirstFrames);
   frames = models::vae::ClampVideo(frames).to(at::kCPU);  // [3, F, H, W]
   bt.decode_ms = MsSince(t0);
-  t0 = Clock::now();
-  Status ws = st.writer->AddFrames(frames);
-  if (!ws.ok()) {
-    Abort();
-    return ws.WithPrefix("writing " + st.output);
+  if (st.writer) {
+    t0 = Clock::now();
+    Status ws = st.writer->AddFrames(frames);
+    if (!ws.ok()) {
+      Abort();
+      return ws.WithPrefix("writing " + st.output);
+    }
+    bt.write_ms = MsSince(t0);
   }
-  bt.write_ms = MsSince(t0);
   st.result.blocks.push_back(bt);
   st.result.final_latents = latents;
   st.prog.clip = clip;
@@ -373,20 +380,24 @@ Status FrameSink::Consume(int64_t clip, int64_t block, const at::Tensor& latents
 
 Status FrameSink::Close(GenerationResult* result) {
   State& st = *state_;
-  if (!st.writer) return Status::Internal("FrameSink::Close after Close/Abort");
-  Status s = st.writer->Close().WithPrefix("finalising " + st.output);
-  if (!s.ok()) {
-    Abort();
-    return s;
+  if (!st.open) return Status::Internal("FrameSink::Close after Close/Abort");
+  if (st.writer) {
+    Status s = st.writer->Close().WithPrefix("finalising " + st.output);
+    if (!s.ok()) {
+      Abort();
+      return s;
+    }
+    st.result.outputs = st.writer->output_paths();
+    st.writer.reset();
   }
+  st.open = false;
   st.result.frames = st.prog.frames_written;
-  st.result.outputs = st.writer->output_paths();
-  st.writer.reset();
   *result = std::move(st.result);
   return Status::Ok();
 }
 
 void FrameSink::Abort() {
+  state_->open = false;
   if (state_->writer) {
     state_->writer->Abort();
     state_->writer.reset();

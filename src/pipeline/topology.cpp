@@ -19,6 +19,12 @@ std::vector<int> Topology::StageRanks(int stage) const {
   return ranks;
 }
 
+std::vector<int> Topology::VaeRanks() const {
+  std::vector<int> ranks(static_cast<size_t>(num_vae_ranks));
+  std::iota(ranks.begin(), ranks.end(), num_dit_ranks);
+  return ranks;
+}
+
 RankRole Topology::Role(int rank) const {
   RankRole r;
   r.rank = rank;
@@ -40,7 +46,13 @@ std::string Topology::ToString() const {
                   " x " + Str(ulysses_size) + " rank" + (ulysses_size > 1 ? "s (Ulysses" : " (") +
                   (dit_fsdp ? ", FSDP" : "") + (ulysses_size > 1 || dit_fsdp ? "; " : "") + Str(steps_per_stage) +
                   " step" + (steps_per_stage > 1 ? "s" : "") + " each)";
-  s += num_vae_ranks > 0 ? ", VAE rank " + Str(vae_rank()) : ", decode on the last stage";
+  if (num_vae_ranks == 1) {
+    s += ", VAE rank " + Str(vae_rank());
+  } else if (num_vae_ranks > 1) {
+    s += ", VAE ranks " + Str(vae_rank()) + ".." + Str(world_size - 1) + " (spatially split decode)";
+  } else {
+    s += ", decode on the last stage";
+  }
   return s + ", writer rank " + Str(writer_rank());
 }
 
@@ -77,18 +89,22 @@ StatusOr<Topology> MakeTopology(const ParallelOptions& p, int64_t sample_steps, 
   t.num_dit_ranks = static_cast<int>(p.num_gpus_dit);
   t.ulysses_size = static_cast<int>(p.ulysses_size);
   t.num_stages = t.num_dit_ranks / t.ulysses_size;
-  t.num_vae_ranks = p.enable_vae_parallel ? 1 : 0;
-  if (world_size != t.num_dit_ranks + t.num_vae_ranks) {
-    const std::string want =
-        "--num_gpus_dit " + Str(t.num_dit_ranks) +
-        (p.enable_vae_parallel ? " + 1 VAE rank (--enable_vae_parallel)" : " (no --enable_vae_parallel)");
-    std::string hint;
-    if (!p.enable_vae_parallel && world_size == t.num_dit_ranks + 1) hint = "; add --enable_vae_parallel?";
-    if (world_size < t.num_dit_ranks + t.num_vae_ranks) {
-      hint = "; start " + Str(t.num_dit_ranks + t.num_vae_ranks) + " processes or lower --num_gpus_dit";
+  if (p.enable_vae_parallel) {
+    // Every rank after the DiT ranks decodes (spatially split over the VAE ranks).
+    if (world_size <= t.num_dit_ranks) {
+      return Status::InvalidArgument(world + " leaves no VAE rank after --num_gpus_dit " + Str(t.num_dit_ranks) +
+                                     " DiT ranks: --enable_vae_parallel needs at least " + Str(t.num_dit_ranks + 1) +
+                                     " processes; raise --nproc_per_node or lower --num_gpus_dit");
     }
-    return Status::InvalidArgument(world + " must equal " + want + " = " + Str(t.num_dit_ranks + t.num_vae_ranks) +
-                                   hint);
+    t.num_vae_ranks = world_size - t.num_dit_ranks;
+  } else if (world_size != t.num_dit_ranks) {
+    std::string hint;
+    if (world_size > t.num_dit_ranks) hint = "; add --enable_vae_parallel?";
+    if (world_size < t.num_dit_ranks) {
+      hint = "; start " + Str(t.num_dit_ranks) + " processes or lower --num_gpus_dit";
+    }
+    return Status::InvalidArgument(world + " must equal --num_gpus_dit " + Str(t.num_dit_ranks) +
+                                   " (no --enable_vae_parallel)" + hint);
   }
   if (sample_steps % t.num_stages != 0) {
     return Status::InvalidArgument("--sample_steps " + Str(sample_steps) +

@@ -10,9 +10,11 @@
 #include <c10/util/Exception.h>
 
 #include "liveavatar/core/logging.h"
+#include "liveavatar/dist/parallel_vae.h"
 #include "liveavatar/dist/shard_manager.h"
 #include "liveavatar/dist/ulysses.h"
 #include "liveavatar/models/dit/model.h"
+#include "liveavatar/models/vae/vae.h"
 #include "liveavatar/pipeline/streaming_denoiser.h"
 
 namespace liveavatar::pipeline {
@@ -73,6 +75,8 @@ struct TppDriver::Impl {
   dist::CommunicatorPtr stage_group;                 // this stage's Ulysses / FSDP group (ulysses_size > 1)
   std::unique_ptr<dist::ShardManager> shards;        // the FSDP-sharded DiT (--dit_fsdp)
   models::dit::CausalWanS2V* dit = nullptr;          // the DiT of a stage rank
+  dist::CommunicatorPtr vae_group;                   // the VAE ranks (several with --enable_vae_parallel)
+  std::shared_ptr<models::vae::SpatialParallel> vae_parallel;  // row split of the decode over vae_group
 
   // Loads this rank's models (no collective).
   Status LoadModels();
@@ -195,12 +199,19 @@ StatusOr<std::unique_ptr<TppDriver>> TppDriver::Create(const EngineOptions& opti
       if (*g) impl->stage_group = std::move(g).value();
     }
   }
+  if (topology.num_vae_ranks > 1) {
+    // Collective over the world as well: every rank creates the VAE group.
+    auto g = impl->world->NewGroup(topology.VaeRanks());
+    if (!g.ok()) return g.status().WithPrefix("TPP: creating the group of the VAE ranks");
+    if (*g) impl->vae_group = std::move(g).value();
+  }
   LA_RETURN_IF_ERROR(impl->Agree(impl->LoadModels(), "loading models"));
   if (role.is_dit()) {
     LA_LOG_INFO("TPP rank {}: stage {} of {} (steps {}..{}){}", role.rank, role.stage, topology.num_stages,
                 role.first_step, role.first_step + role.num_steps - 1, role.is_writer ? ", writer" : "");
   } else {
-    LA_LOG_INFO("TPP rank {}: VAE rank, writer", role.rank);
+    LA_LOG_INFO("TPP rank {}: VAE rank {} of {}{}", role.rank, role.rank - topology.vae_rank(),
+                topology.num_vae_ranks, role.is_writer ? ", writer" : "");
   }
   return std::unique_ptr<TppDriver>(new TppDriver(std::move(impl)));
 }
@@ -209,9 +220,14 @@ Status TppDriver::Impl::LoadModels() {
   EngineOptions eo = options;
   eo.load_dit = role.is_dit() && !topology.dit_fsdp;
   eo.load_encoders = role.is_writer;
-  eo.load_vae = role.is_writer;
+  eo.load_vae = role.is_writer || role.is_vae_rank;
   LA_ASSIGN_OR_RETURN(engine, Engine::Load(eo));
-  if (!role.is_dit()) return Status::Ok();
+  if (!role.is_dit()) {
+    if (vae_group) {
+      LA_ASSIGN_OR_RETURN(vae_parallel, dist::MakeSpatialParallel(vae_group));
+    }
+    return Status::Ok();
+  }
   dit = engine->mutable_dit();
   if (topology.dit_fsdp && (options.fp8 || options.offload_blocks)) {
     return Status::InvalidArgument(std::string(options.fp8 ? "--fp8" : "--offload_model True") +
@@ -290,7 +306,15 @@ StatusOr<GenerationResult> TppDriver::Impl::Run(const GenerationRequest& req, co
   const int64_t total_blocks = in.num_clips * blocks;
   const std::vector<int64_t> block_shape = {in.ref_latents.size(1), geo.frames_per_block, geo.latent_h, geo.latent_w};
 
-  // 2. Stages prefill their rings; the writer primes its decoder and opens the output.
+  // The VAE ranks must be able to split the frame rows between them.
+  Status split = Status::Ok();
+  if (vae_parallel) {
+    split = models::vae::CheckSpatialSplit(engine->vae()->config, geo.latent_h, vae_parallel->world())
+                .WithPrefix("--enable_vae_parallel with " + std::to_string(topo.num_vae_ranks) + " VAE ranks");
+  }
+  LA_RETURN_IF_ERROR(Agree(split, "checking the VAE split"));
+
+  // 2. Stages prefill their rings; the VAE ranks (or the writer) prime their decoders; the writer opens the output.
   const FlowMatchEulerScheduler scheduler = MakeScheduler(req);
   std::unique_ptr<StreamingDenoiser> denoiser;
   std::unique_ptr<FrameSink> sink;
@@ -302,8 +326,8 @@ StatusOr<GenerationResult> TppDriver::Impl::Run(const GenerationRequest& req, co
     if (options.offload_kv_cache) denoiser->set_ring_residency(KvCacheResidency());
     denoiser->Prefill(in.context, in.ref_latents, in.motion_latents);
   }
-  if (role.is_writer) {
-    auto s = FrameSink::Open(engine->vae(), req, in, geo, options.device, progress);
+  if (role.is_writer || role.is_vae_rank) {
+    auto s = FrameSink::Open(engine->vae(), req, in, geo, options.device, progress, vae_parallel, role.is_writer);
     if (s.ok()) {
       sink = std::move(s).value();
     } else {
@@ -357,8 +381,8 @@ StatusOr<GenerationResult> TppDriver::Impl::Run(const GenerationRequest& req, co
       if (role.group_rank == 0) {
         if (role.stage < last_stage) {
           for (int dst : topo.StageRanks(role.stage + 1)) LA_RETURN_IF_ERROR(Send(latents, dst, n));
-        } else if (topo.num_vae_ranks > 0) {
-          LA_RETURN_IF_ERROR(Send(latents, topo.vae_rank(), n));
+        } else {
+          for (int dst : topo.VaeRanks()) LA_RETURN_IF_ERROR(Send(latents, dst, n));
         }
       }
     } else {

@@ -330,7 +330,11 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
                 std::to_string(in.height) + ")");
   }
   const bool vae_rank = in.vae_rank && in.world_size > 1;
-  const int64_t dit_ranks = in.world_size - (vae_rank ? 1 : 0);
+  if (vae_rank && (in.vae_ranks < 1 || in.vae_ranks >= in.world_size)) {
+    return fail("--enable_vae_parallel: " + std::to_string(in.vae_ranks) + " VAE ranks do not fit world size " +
+                std::to_string(in.world_size));
+  }
+  const int64_t dit_ranks = in.world_size - (vae_rank ? in.vae_ranks : 0);
   if (dit_ranks % in.ulysses_size != 0) {
     return fail(std::to_string(dit_ranks) + " DiT ranks are not a multiple of --ulysses_size " +
                 std::to_string(in.ulysses_size));
@@ -520,7 +524,7 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
   }
   if (vae_rank) {
     RankPlan r = vae_role();
-    r.ranks.push_back(in.world_size - 1);
+    for (int64_t k = dit_ranks; k < in.world_size; ++k) r.ranks.push_back(k);
     p.roles.push_back(std::move(r));
   }
   for (auto& r : p.roles) {

@@ -29,6 +29,7 @@
 #include "liveavatar/pipeline/engine.h"
 #include "liveavatar/pipeline/topology.h"
 #include "liveavatar/pipeline/tpp_driver.h"
+#include "cli_test_util.h"
 #include "make_tiny.h"
 
 namespace fs = std::filesystem;
@@ -36,22 +37,11 @@ namespace fs = std::filesystem;
 namespace liveavatar::cli {
 namespace {
 
-std::string Src() {
-  const char* e = std::getenv("LIVEAVATAR_SOURCE_DIR");
-  return e != nullptr && *e ? e : LIVEAVATAR_SOURCE_DIR_DEFAULT;
-}
-std::string Bin() { return LIVEAVATAR_CLI_BINARY; }
-std::string Q(const std::string& s) { return "'" + s + "'"; }
-int Shell(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-}
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testutil::Bin;
+using testutil::Q;
+using testutil::Shell;
+using testutil::Slurp;
+using testutil::Src;
 // The frames of a y4m file (everything from the first FRAME marker) and their count.
 std::string Y4mFrames(const std::string& y4m) {
   const size_t p = y4m.find("FRAME");
@@ -132,11 +122,13 @@ class ParallelGenerate : public ::testing::Test {
     return y4m;
   }
 
-  static void ExpectSameVideoAsSingleProcess(const std::string& script) {
+  // `extra` flags (e.g. another layout) go after the script's; `name` names the output (default: the script).
+  static void ExpectSameVideoAsSingleProcess(const std::string& script, const std::string& extra = "",
+                                             const std::string& name = "") {
     const std::string& ref = Reference();
     ASSERT_FALSE(ref.empty());
-    const std::string out = root_ + "/" + script + ".y4m";
-    ASSERT_EQ(RunScript(script, out), 0) << Slurp(out + ".log");
+    const std::string out = root_ + "/" + (name.empty() ? script : name) + ".y4m";
+    ASSERT_EQ(RunScript(script, out, 2, extra), 0) << Slurp(out + ".log");
     const std::string y4m = Slurp(out);
     EXPECT_EQ(y4m.substr(0, y4m.find('\n')), ref.substr(0, ref.find('\n')));  // W384 H256 F25:1 ...
     EXPECT_EQ(CountFrames(y4m), 21u);
@@ -154,6 +146,13 @@ TEST_F(ParallelGenerate, FiveRanksFourStagesAndVaeRankMatchSingleProcess) {
 
 TEST_F(ParallelGenerate, FourRanksOneUlyssesStageAndVaeRankMatchSingleProcess) {
   ExpectSameVideoAsSingleProcess("run_4gpu_tpp.sh");
+}
+
+TEST_F(ParallelGenerate, TwoStagesAndTwoSpatiallySplitVaeRanksMatchSingleProcess) {
+  // Ranks 2 and 3 decode every block together (rows split between them); rank 2 writes.
+  ExpectSameVideoAsSingleProcess("run_single_gpu.sh",
+                                 "--nproc_per_node 4 --num_gpus_dit 2 --ulysses_size 1 --enable_vae_parallel",
+                                 "two_vae_ranks");
 }
 
 TEST_F(ParallelGenerate, FourRanksUlyssesWithFsdpMatchSingleProcess) {
@@ -188,7 +187,8 @@ TEST_F(ParallelGenerate, RefusedLayoutsAndFailingRanksLeaveNoOutput) {
   EXPECT_EQ(Shell(base + "--num_clip 1 --nproc_per_node 4 --num_gpus_dit 4 --enable_vae_parallel --save_file " +
                   Q(root_ + "/r.y4m") + " 2> " + Q(log)),
             2);
-  EXPECT_NE(Slurp(log).find("must equal --num_gpus_dit 4 + 1 VAE rank"), std::string::npos) << Slurp(log);
+  EXPECT_NE(Slurp(log).find("leaves no VAE rank after --num_gpus_dit 4 DiT ranks"), std::string::npos)
+      << Slurp(log);
   // A DiT rank that cannot load its model (no LoRA where the writer's engine does not look): every rank fails,
   // the run exits non-zero and nothing is left behind.
   const std::string out = root_ + "/fail.y4m";

@@ -25,6 +25,7 @@
 #include "liveavatar/pipeline/engine.h"
 #include "liveavatar/runtime/cpu_memory_tracker.h"
 #include "liveavatar/runtime/memory_planner.h"
+#include "cli_test_util.h"
 #include "make_tiny.h"
 
 namespace fs = std::filesystem;
@@ -32,22 +33,11 @@ namespace fs = std::filesystem;
 namespace liveavatar::cli {
 namespace {
 
-std::string Src() {
-  const char* e = std::getenv("LIVEAVATAR_SOURCE_DIR");
-  return e != nullptr && *e ? e : LIVEAVATAR_SOURCE_DIR_DEFAULT;
-}
-std::string Bin() { return LIVEAVATAR_CLI_BINARY; }
-std::string Q(const std::string& s) { return "'" + s + "'"; }
-int Shell(const std::string& cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-}
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testutil::Bin;
+using testutil::Q;
+using testutil::Shell;
+using testutil::Slurp;
+using testutil::Src;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 class PlanCli : public ::testing::Test {

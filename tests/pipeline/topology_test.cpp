@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "liveavatar/pipeline/topology.h"
 
@@ -61,6 +62,37 @@ TEST(Topology, ReferenceFiveRanksAreFourStagesAndAVaeRank) {
   EXPECT_TRUE(vae.is_writer);
   EXPECT_EQ(vae.num_steps, 0);
   EXPECT_NE(t->ToString().find("VAE rank 4"), std::string::npos) << t->ToString();
+}
+
+TEST(Topology, EveryRankAfterTheDitRanksIsAVaeRankAndTheFirstWrites) {
+  auto t = MakeTopology(Par(2, 1, true), 4, 4);  // 2 TPP stages + 2 VAE ranks
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->num_stages, 2);
+  EXPECT_EQ(t->steps_per_stage, 2);
+  EXPECT_EQ(t->num_vae_ranks, 2);
+  EXPECT_EQ(t->VaeRanks(), (std::vector<int>{2, 3}));
+  EXPECT_EQ(t->vae_rank(), 2);
+  EXPECT_EQ(t->writer_rank(), 2);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_TRUE(t->Role(r).is_dit());
+    EXPECT_FALSE(t->Role(r).is_vae_rank);
+    EXPECT_FALSE(t->Role(r).is_writer);
+  }
+  for (int r = 2; r < 4; ++r) {
+    const RankRole role = t->Role(r);
+    EXPECT_TRUE(role.is_vae_rank) << r;
+    EXPECT_FALSE(role.is_dit()) << r;
+    EXPECT_EQ(role.num_steps, 0) << r;
+    EXPECT_EQ(role.is_writer, r == 2) << r;
+  }
+  EXPECT_NE(t->ToString().find("VAE ranks 2..3"), std::string::npos) << t->ToString();
+  // Without --enable_vae_parallel there is none; with it but no rank left over, the run is refused.
+  auto plain = MakeTopology(Par(2, 1, false), 4, 2);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->VaeRanks().empty());
+  ExpectError(MakeTopology(Par(2, 1, true), 4, 2), "leaves no VAE rank");
+  ExpectError(MakeTopology(Par(2, 1, true), 4, 2), "--nproc_per_node");
+  ExpectError(MakeTopology(Par(2, 1, true), 4, 2), "--num_gpus_dit");
 }
 
 TEST(Topology, StagesOwnContiguousStepShares) {
@@ -129,7 +161,7 @@ TEST(Topology, StagesOfSeveralUlyssesRanksChainTheirLeaders) {
 
 TEST(Topology, RefusesLayoutsThatCannotWorkWithTheReason) {
   ExpectError(MakeTopology(Par(3, 1, true), 4, 4), "--sample_steps 4 must be divisible by the number of TPP stages 3");
-  ExpectError(MakeTopology(Par(4, 1, true), 4, 4), "must equal --num_gpus_dit 4 + 1 VAE rank");
+  ExpectError(MakeTopology(Par(4, 1, true), 4, 4), "leaves no VAE rank after --num_gpus_dit 4 DiT ranks");
   ExpectError(MakeTopology(Par(4, 1, false), 4, 5), "add --enable_vae_parallel");
   ExpectError(MakeTopology(Par(4, 3, true), 4, 5), "--num_gpus_dit 4 is not a multiple of --ulysses_size 3");
   ExpectError(MakeTopology(Par(4, 4, false), 4, 1), "needs several processes");

@@ -29,6 +29,7 @@
 
 namespace liveavatar::models::vae {
 struct WanVae;
+class SpatialParallel;
 }
 
 namespace liveavatar::pipeline {
@@ -140,12 +141,18 @@ at::Tensor SinkRefreshLatent(const at::Tensor& block_latents);
 // latents, opens the video writer (NAME.partial, renamed on Close) and then turns every finished block of
 // latents into frames, dropping the reference's first frames of clip 0, and reports progress.
 // Errors remove the partial output. Thread safety: one owner.
+// With `parallel` (the VAE ranks of --enable_vae_parallel) the decode is split by rows across its ranks: every
+// rank of the group opens a sink and makes the same Consume calls; only the one with `write_output` opens and
+// writes the video (the others decode and drop the frames; their Close fills timings only).
+// REQUIRES with `parallel`: CheckSpatialSplit(vae->config, geometry.latent_h, parallel->world()) is OK.
 class FrameSink {
  public:
-  // `vae` must outlive the sink.
+  // `vae` (and `parallel`) must outlive the sink.
   static StatusOr<std::unique_ptr<FrameSink>> Open(const models::vae::WanVae* vae, const GenerationRequest& request,
                                                    const EncodedInputs& inputs, const StreamGeometry& geometry,
-                                                   c10::Device device, ProgressFn progress = {});
+                                                   c10::Device device, ProgressFn progress = {},
+                                                   std::shared_ptr<models::vae::SpatialParallel> parallel = nullptr,
+                                                   bool write_output = true);
   ~FrameSink();
   // Decodes and writes the finished latents [C, 3, h, w] of (clip, block); blocks arrive in order.
   // `denoise_ms` is recorded in the block's timing.

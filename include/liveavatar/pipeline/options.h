@@ -86,14 +86,15 @@ struct GenerateOptions {
 };
 
 // Process layout (pipeline/topology.h, docs/parallel.md): num_gpus_dit DiT ranks as stages x ulysses_size, plus
-// a VAE rank with enable_vae_parallel. Upstream runs either one process or TPP with 5 ranks (4 DiT + 1 VAE).
+// VAE rank(s) with enable_vae_parallel. Upstream runs either one process or TPP with 5 ranks (4 DiT + 1 VAE).
 struct ParallelOptions {
   // DiT ranks (stages x ulysses_size; each stage owns a contiguous share of the steps). Default 4; forced to 1
   // on one process.
   int64_t num_gpus_dit = 4;
   // Ulysses sequence-parallel degree. Default 1 (the reference asserts 1).
   int64_t ulysses_size = 1;
-  // Decode with the VAE on its own rank (the last one); without it the last stage decodes. Default false.
+  // Decode on the ranks after the num_gpus_dit DiT ranks (several: spatially split); without it the last stage
+  // decodes. Default false.
   bool enable_vae_parallel = false;
   // Single-GPU pipeline. Default false; forced from the world size like upstream.
   bool single_gpu = false;

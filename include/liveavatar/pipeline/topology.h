@@ -4,8 +4,10 @@
 // stages of `ulysses_size` consecutive ranks each. Stage s owns the contiguous share of the denoising steps
 // [s·k, (s+1)·k) with k = sample_steps / num_stages, and the KV rings of those steps. Inside a stage the ranks run
 // the same blocks in lockstep: Ulysses attention across the stage's ranks and, with --dit_fsdp, DiT weights
-// sharded across them. --enable_vae_parallel adds one VAE rank after the last stage (rank num_gpus_dit) that
-// decodes finished blocks and writes the video; without it the first rank of the last stage decodes and writes.
+// sharded across them. With --enable_vae_parallel every rank after the last stage (ranks num_gpus_dit ..
+// world − 1, at least one) is a VAE rank: they decode every finished block together (the frame rows split across
+// them when there are several) and the first of them (rank num_gpus_dit) writes the video; without it the first
+// rank of the last stage decodes and writes.
 // The "writer" rank also runs the encoders (T5, wav2vec2, VAE encode) and broadcasts their outputs.
 //
 // One process (world size 1) is the single-GPU pipeline whatever --num_gpus_dit says (the reference forces it
@@ -30,7 +32,7 @@ struct RankRole {
   int group_rank = 0;        // position inside the stage's Ulysses group (0 on the VAE rank)
   int64_t first_step = 0;    // owned denoising steps [first_step, first_step + num_steps) (0 steps: VAE rank)
   int64_t num_steps = 0;
-  bool is_vae_rank = false;  // the dedicated decode rank of --enable_vae_parallel
+  bool is_vae_rank = false;  // a dedicated decode rank of --enable_vae_parallel
   bool is_writer = false;    // runs the encoders, decodes finished blocks and writes the output
   bool is_dit() const { return stage >= 0; }
 };
@@ -40,7 +42,7 @@ struct Topology {
   int num_dit_ranks = 1;      // --num_gpus_dit (1 on one process)
   int ulysses_size = 1;       // ranks per stage
   int num_stages = 1;
-  int num_vae_ranks = 0;      // 0 or 1
+  int num_vae_ranks = 0;      // world_size − num_dit_ranks with --enable_vae_parallel, else 0
   bool dit_fsdp = false;      // shard the DiT across the ranks of each stage
   int64_t fsdp_prefetch = 1;  // FSDP blocks gathered ahead of the running one (--fsdp_prefetch)
   int64_t sample_steps = 4;
@@ -53,8 +55,10 @@ struct Topology {
   std::vector<int> StageRanks(int stage) const;
   // First rank of stage s: it sends the stage's output on.
   int StageLeader(int stage) const { return stage * ulysses_size; }
-  // The VAE rank, or -1 without --enable_vae_parallel.
+  // The first VAE rank (VAE-group rank 0, the writer), or -1 without --enable_vae_parallel.
   int vae_rank() const { return num_vae_ranks > 0 ? num_dit_ranks : -1; }
+  // All VAE ranks, ascending (empty without --enable_vae_parallel).
+  std::vector<int> VaeRanks() const;
   // The rank that encodes inputs, decodes and writes the video.
   int writer_rank() const { return num_vae_ranks > 0 ? vae_rank() : StageLeader(num_stages - 1); }
   // REQUIRES: 0 <= rank < world_size.

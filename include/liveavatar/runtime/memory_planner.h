@@ -78,6 +78,7 @@ struct PlanInputs {
   int64_t world_size = 1;
   int64_t ulysses_size = 1;
   bool vae_rank = false;  // a dedicated last rank decodes (--enable_vae_parallel, world > 1)
+  int64_t vae_ranks = 1;  // with vae_rank: the last `vae_ranks` ranks decode together (each planned as a full one)
   bool dit_fsdp = false;  // shard DiT blocks across the ulysses group
   int64_t fsdp_prefetch = 1;
 
