@@ -228,7 +228,8 @@ std::string Fmt(const char* fmt, double a, double b = 0, double c = 0, double d 
 int64_t DitActivationBytes(const PlanInputs& in, const Geometry& g, int64_t u, std::string* detail) {
   const auto& d = in.models.dit;
   const int64_t c = Bytes(in.dtype);
-  const int64_t dim = d.dim, heads_local = d.num_heads / u, dim_local = dim / u;
+  // Ulysses splits heads unevenly (the first H % u ranks hold one more); plan the largest share.
+  const int64_t heads_local = (d.num_heads + u - 1) / u, dim = d.dim, dim_local = heads_local * d.head_dim();
   int64_t worst = 0;
   std::string worst_name;
   // (queries, keys) of the two calls: stream block over ring + cond, sink prefill over the sink itself.
@@ -345,9 +346,9 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
     return fail(std::to_string(stages) + " pipeline stages (" + std::to_string(dit_ranks) + " DiT ranks / ulysses " +
                 std::to_string(u) + ") do not divide --sample_steps " + std::to_string(in.sample_steps));
   }
-  if (d.num_heads % u != 0) {
-    return fail("--ulysses_size " + std::to_string(u) + " does not divide the " + std::to_string(d.num_heads) +
-                " attention heads");
+  if (u > d.num_heads) {
+    return fail("--ulysses_size " + std::to_string(u) + " exceeds the " + std::to_string(d.num_heads) +
+                " attention heads (each Ulysses rank needs at least one)");
   }
   if (in.dit_fsdp && u == 1 && stages > 1) {
     return fail(
@@ -376,7 +377,7 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
   const bool fsdp = in.dit_fsdp && u > 1;
   const DitBytes dit = DitWeightBytes(in);
   const int64_t head_dim = d.head_dim();
-  const int64_t heads_local = d.num_heads / u;
+  const int64_t heads_local = (d.num_heads + u - 1) / u;  // the largest uneven share
   const int64_t overhead = DeviceOverheadBytes(in.device);
 
   // ---- per-rank components shared by the DiT roles ----
@@ -600,7 +601,7 @@ std::vector<PlanInputs> Variations(const PlanInputs& base, int64_t world) {
   for (int vae = 0; vae <= (world > 1 ? 1 : 0); ++vae) {
     const int64_t dit_ranks = world - vae;
     for (int64_t u = 1; u <= dit_ranks; ++u) {
-      if (dit_ranks % u != 0 || base.models.dit.num_heads % u != 0) continue;
+      if (dit_ranks % u != 0 || u > base.models.dit.num_heads) continue;
       if (base.sample_steps % (dit_ranks / u) != 0) continue;
       for (int fsdp = 0; fsdp <= (u > 1 ? 1 : 0); ++fsdp) {
         for (int om = 0; om <= (f.offload_model ? 1 : 0); ++om) {
