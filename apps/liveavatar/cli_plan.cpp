@@ -45,7 +45,8 @@ constexpr double kAssumedAudioSeconds = 10.0;
 runtime::PlanFeatures EngineFeatures() {
   runtime::PlanFeatures f;
   f.fp8 = true;                // EngineOptions::fp8 (Fp8DitWeights)
-  f.offload_model = false;     // the engine keeps T5 / wav2vec2 loaded (its --offload_model streams DiT blocks)
+  f.offload_model = false;     // the engine keeps T5 / wav2vec2 loaded (use --t5_cpu to keep T5 off the GPU)
+  f.offload_dit_blocks = true; // EngineOptions::offload_blocks: --offload_model streams DiT blocks
   f.offload_kv_cache = true;   // EngineOptions::offload_kv_cache (one device step cache)
   f.t5_cpu = true;             // EngineOptions::t5_cpu
   f.multi_process = true;      // TPP stages, Ulysses, FSDP, a VAE rank (pipeline/tpp_driver.h)
@@ -202,11 +203,14 @@ StatusOr<PlanContext> BuildInputs(const pipeline::RunOptions& run, const std::st
   in.dtype = in.device == runtime::PlanDeviceKind::kCuda ? runtime::PlanDtype::kBFloat16 : runtime::PlanDtype::kFloat32;
   in.features = for_generate ? EngineFeatures() : runtime::PlanFeatures();
   in.fp8 = run.memory.fp8 && in.features.fp8;  // stored FP8 and dequantised per block on any device
-  const bool offload_default = in.world_size == 1;
-  in.offload_model = run.memory.offload_model.value_or(offload_default) && in.features.offload_model;
-  if (run.memory.offload_model.value_or(offload_default) && !in.features.offload_model) {
-    ctx.notes.push_back("--offload_model: the engine keeps T5 and wav2vec2 loaded and streams DiT blocks from host memory instead "
-                        "(not modelled: planned resident, an upper bound)");
+  // --offload_model (default False, as generate): the DiT blocks stream from host memory (not with --dit_fsdp,
+  // whose shards are already 1/N, nor with --fp8); the full design also releases the encoders after encoding.
+  const bool offload = run.memory.offload_model.value_or(false);
+  in.offload_dit_blocks = offload && in.features.offload_dit_blocks;
+  in.offload_model = offload && in.features.offload_model;
+  if (offload && !in.features.offload_model) {
+    ctx.notes.push_back("--offload_model: the engine streams the DiT blocks from host memory and keeps T5 and wav2vec2 "
+                        "loaded (use --t5_cpu for T5)");
   }
   in.offload_kv_cache = run.memory.offload_kv_cache && in.features.offload_kv_cache;
   if (run.memory.offload_kv_cache && !in.offload_kv_cache) {
@@ -219,7 +223,7 @@ StatusOr<PlanContext> BuildInputs(const pipeline::RunOptions& run, const std::st
     const runtime::PlanFeatures engine = EngineFeatures();
     std::string missing;
     if (in.fp8 && !engine.fp8) missing += " FP8 weights,";
-    if (in.offload_model && !engine.offload_model) missing += " --offload_model,";
+    if (in.offload_model && !engine.offload_model) missing += " releasing the encoders after encoding,";
     if (in.offload_kv_cache && !engine.offload_kv_cache) missing += " --offload_kv_cache,";
     if (in.world_size > 1 && !engine.multi_process) missing += " multi-process topologies,";
     missing += " encoders before the DiT load,";

@@ -51,10 +51,14 @@ WorkPtr Communicator::Broadcast(const at::Tensor&, const BroadcastOptions&) { re
 WorkPtr Communicator::Send(const at::Tensor&, int, const P2POptions&) { return Unsupported("send"); }
 WorkPtr Communicator::Recv(const at::Tensor&, int, const P2POptions&) { return Unsupported("recv"); }
 WorkPtr Communicator::Barrier(const CollectiveOptions&) { return Unsupported("barrier"); }
-WorkPtr Communicator::AllReduceSum(const at::Tensor&, const CollectiveOptions&) { return Unsupported("all_reduce"); }
+WorkPtr Communicator::AllReduce(const at::Tensor&, ReduceOp, const CollectiveOptions&) {
+  return Unsupported("all_reduce");
+}
 WorkPtr Communicator::ReduceScatterSum(const at::Tensor&, const at::Tensor&, const CollectiveOptions&) {
   return Unsupported("reduce_scatter");
 }
+
+const char* ReduceOpName(ReduceOp op) { return op == ReduceOp::kMax ? "max" : "sum"; }
 
 const char* BackendKindName(BackendKind kind) {
   switch (kind) {

@@ -82,7 +82,7 @@ class FakeCommunicator final : public Communicator {
 
   WorkPtr Barrier(const CollectiveOptions&) override { return Work::Completed(); }
 
-  WorkPtr AllReduceSum(const at::Tensor& tensor, const CollectiveOptions&) override {
+  WorkPtr AllReduce(const at::Tensor& tensor, ReduceOp, const CollectiveOptions&) override {
     return Work::Completed(internal::CheckDense(kFake, "all_reduce", "tensor", tensor));
   }
 

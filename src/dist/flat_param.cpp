@@ -1,10 +1,12 @@
 #include "liveavatar/dist/flat_param.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include <ATen/ATen.h>
 
+#include "liveavatar/models/fp8.h"
 #include "liveavatar/models/lora.h"
 
 namespace liveavatar::dist {
@@ -24,7 +26,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }  // namespace
 
 FlatLayout MakeFlatLayout(const std::vector<models::WeightSpec>& specs,
-                          const std::function<c10::ScalarType(const std::string& key)>& dtype_of, int group_size) {
+                          const std::function<c10::ScalarType(const std::string& key)>& dtype_of, int group_size,
+                          const std::function<bool(const std::string& key)>& fp8_of) {
   TORCH_CHECK(group_size >= 1, "MakeFlatLayout: group_size must be >= 1, got ", group_size);
   FlatLayout layout;
   layout.group_size = group_size;
@@ -33,8 +36,11 @@ FlatLayout MakeFlatLayout(const std::vector<models::WeightSpec>& specs,
     FlatParam p;
     p.key = spec.key;
     p.shape = spec.shape;
-    p.dtype = dtype_of(spec.key);
-    TORCH_CHECK(c10::isFloatingType(p.dtype), "MakeFlatLayout: ", spec.key, " has non-floating dtype ", p.dtype);
+    p.value_dtype = dtype_of(spec.key);
+    TORCH_CHECK(c10::isFloatingType(p.value_dtype), "MakeFlatLayout: ", spec.key, " has non-floating dtype ",
+                p.value_dtype);
+    p.fp8 = fp8_of && fp8_of(spec.key);
+    p.dtype = p.fp8 ? c10::kByte : p.value_dtype;
     p.numel = 1;
     for (int64_t d : spec.shape) p.numel *= d;
     TORCH_CHECK(p.numel > 0, "MakeFlatLayout: ", spec.key, " has no elements");
@@ -49,6 +55,10 @@ FlatLayout MakeFlatLayout(const std::vector<models::WeightSpec>& specs,
   layout.shard_bytes = std::max(AlignUp(per_rank, kFlatParamAlignment), kFlatParamAlignment);
   layout.padded_bytes = layout.shard_bytes * group_size;
   return layout;
+}
+
+bool HasFp8(const FlatLayout& layout) {
+  return std::any_of(layout.params.begin(), layout.params.end(), [](const FlatParam& p) { return p.fp8; });
 }
 
 StatusOr<SliceLora> ResolveSliceLora(std::shared_ptr<io::TensorStore> lora,
@@ -89,7 +99,7 @@ StatusOr<at::Tensor> ConvertRange(const io::TensorStore& store, const FlatParam&
   const int64_t n = end - begin;
   const at::Tensor range = stored.view({-1}).narrow(0, begin, n);
   if (bytes_read != nullptr) *bytes_read += n * static_cast<int64_t>(stored.element_size());
-  at::Tensor out = at::empty({n}, at::TensorOptions().dtype(param.dtype));
+  at::Tensor out = at::empty({n}, at::TensorOptions().dtype(param.value_dtype));
   const SliceLora::Pair* pair = nullptr;
   if (lora != nullptr) {
     auto it = lora->pairs.find(param.key);
@@ -115,14 +125,11 @@ StatusOr<at::Tensor> ConvertRange(const io::TensorStore& store, const FlatParam&
   return out;
 }
 
-Status FillShard(const FlatLayout& layout, int rank, const io::TensorStore& store, const SliceLora* lora,
-                 const at::Tensor& shard, int64_t* bytes_read, int64_t* lora_bytes_read) {
-  TORCH_CHECK(rank >= 0 && rank < layout.group_size, "FillShard: rank ", rank, " outside the group of ",
+StatusOr<std::vector<ShardPiece>> ReadShard(const FlatLayout& layout, int rank, const io::TensorStore& store,
+                                            const SliceLora* lora, int64_t* bytes_read, int64_t* lora_bytes_read) {
+  TORCH_CHECK(rank >= 0 && rank < layout.group_size, "ReadShard: rank ", rank, " outside the group of ",
               layout.group_size);
-  TORCH_CHECK(shard.scalar_type() == at::kByte && shard.device().is_cpu() && shard.is_contiguous() &&
-                  shard.numel() == layout.shard_bytes,
-              "FillShard: shard must be a contiguous CPU uint8 tensor of ", layout.shard_bytes, " bytes");
-  shard.zero_();
+  std::vector<ShardPiece> pieces;
   const int64_t s0 = layout.ShardBegin(rank);
   const int64_t s1 = s0 + layout.shard_bytes;
   for (const auto& p : layout.params) {
@@ -130,12 +137,59 @@ Status FillShard(const FlatLayout& layout, int rank, const io::TensorStore& stor
     const int64_t hi = std::min(p.offset + p.nbytes, s1);
     if (lo >= hi) continue;
     const int64_t es = static_cast<int64_t>(c10::elementSize(p.dtype));
-    LA_ASSIGN_OR_RETURN(at::Tensor values,
-                        ConvertRange(store, p, (lo - p.offset) / es, (hi - p.offset) / es, lora, bytes_read,
-                                     lora_bytes_read));
-    shard.narrow(0, lo - s0, hi - lo).view(p.dtype).copy_(values);
+    ShardPiece piece;
+    piece.param = &p;
+    piece.shard_offset = lo - s0;
+    LA_ASSIGN_OR_RETURN(piece.values, ConvertRange(store, p, (lo - p.offset) / es, (hi - p.offset) / es, lora,
+                                                   bytes_read, lora_bytes_read));
+    pieces.push_back(std::move(piece));
+  }
+  return pieces;
+}
+
+at::Tensor Fp8AbsMaxOfPieces(const FlatLayout& layout, const std::vector<ShardPiece>& pieces, int64_t extra) {
+  std::map<const FlatParam*, int64_t> index;
+  for (const auto& p : layout.params) {
+    if (p.fp8) index.emplace(&p, static_cast<int64_t>(index.size()));
+  }
+  at::Tensor amax = at::zeros({static_cast<int64_t>(index.size()) + extra}, at::kFloat);
+  float* a = amax.data_ptr<float>();
+  for (const auto& piece : pieces) {
+    auto it = index.find(piece.param);
+    if (it == index.end()) continue;
+    const float m = models::Fp8AbsMax(piece.values);
+    if (std::isnan(m) || m > a[it->second]) a[it->second] = m;
+  }
+  return amax;
+}
+
+Status WriteShard(const FlatLayout& layout, const std::vector<ShardPiece>& pieces, const Fp8Scales& scales,
+                  const at::Tensor& shard) {
+  TORCH_CHECK(shard.scalar_type() == at::kByte && shard.device().is_cpu() && shard.is_contiguous() &&
+                  shard.numel() == layout.shard_bytes,
+              "WriteShard: shard must be a contiguous CPU uint8 tensor of ", layout.shard_bytes, " bytes");
+  shard.zero_();
+  for (const auto& piece : pieces) {
+    const FlatParam& p = *piece.param;
+    const int64_t n = piece.values.numel();
+    if (!p.fp8) {
+      shard.narrow(0, piece.shard_offset, n * static_cast<int64_t>(c10::elementSize(p.dtype)))
+          .view(p.dtype)
+          .copy_(piece.values);
+      continue;
+    }
+    auto it = scales.find(p.key);
+    if (it == scales.end()) return Status::InvalidArgument("FP8 slice: no scale for " + p.key);
+    shard.narrow(0, piece.shard_offset, n).copy_(models::EncodeFp8Scaled(piece.values, it->second));
   }
   return Status::Ok();
+}
+
+Status FillShard(const FlatLayout& layout, int rank, const io::TensorStore& store, const SliceLora* lora,
+                 const at::Tensor& shard, int64_t* bytes_read, int64_t* lora_bytes_read, const Fp8Scales& scales) {
+  LA_ASSIGN_OR_RETURN(std::vector<ShardPiece> pieces,
+                      ReadShard(layout, rank, store, lora, bytes_read, lora_bytes_read));
+  return WriteShard(layout, pieces, scales, shard);
 }
 
 models::WeightMap ViewParams(const FlatLayout& layout, const at::Tensor& flat) {

@@ -203,7 +203,7 @@ class GlooCommunicator final : public Communicator, public std::enable_shared_fr
     });
   }
 
-  WorkPtr AllReduceSum(const at::Tensor& tensor, const CollectiveOptions& options) override {
+  WorkPtr AllReduce(const at::Tensor& tensor, ReduceOp reduce, const CollectiveOptions& options) override {
     const char* op = "all_reduce";
     Status s = CheckDense(kGloo, op, "tensor", tensor);
     if (s.ok()) s = CheckCpu(op, tensor);
@@ -214,7 +214,7 @@ class GlooCommunicator final : public Communicator, public std::enable_shared_fr
     WorkPtr w = Run(op, options.timeout, [&](Milliseconds timeout) {
       std::vector<at::Tensor> tensors{work};
       c10d::AllreduceOptions o;
-      o.reduceOp = c10d::ReduceOp::SUM;
+      o.reduceOp = reduce == ReduceOp::kMax ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
       o.timeout = timeout;
       pg_->allreduce(tensors, o)->wait(timeout);
     });

@@ -1,13 +1,16 @@
 #include "liveavatar/dist/shard_manager.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
 
+#include "liveavatar/models/dit/fp8_weights.h"
 #include "liveavatar/models/dit/weights.h"
+#include "liveavatar/models/fp8.h"
 
 namespace liveavatar::dist {
 
@@ -109,9 +112,31 @@ Status CheckOptions(const ShardOptions& options) {
   return Status::Ok();
 }
 
+std::function<bool(const std::string&)> Fp8Of(const ShardOptions& options) {
+  if (!options.fp8) return {};
+  return [](const std::string& key) { return models::dit::IsFp8LinearWeight(key); };
+}
+
+FlatLayout BlockLayout(const std::vector<WeightSpec>& block, const ShardOptions& options, int group_size) {
+  return MakeFlatLayout(block, DtypeOf(options.dtype), group_size, Fp8Of(options));
+}
+
 // Root layout: one flat unit over the group when sharded, a group of one (the whole unit) when replicated.
 FlatLayout RootLayout(const std::vector<WeightSpec>& root, const ShardOptions& options, int group_size) {
-  return MakeFlatLayout(root, DtypeOf(options.dtype), options.shard_root ? group_size : 1);
+  return MakeFlatLayout(root, DtypeOf(options.dtype), options.shard_root ? group_size : 1, Fp8Of(options));
+}
+
+// Per layer, the dense bytes of the FP8 weights its hooks dequantise (block and injectors).
+std::vector<int64_t> DequantBytesPerLayer(const DitConfig& config, const std::vector<FlatLayout>& units) {
+  std::vector<int64_t> bytes(static_cast<size_t>(config.num_layers), 0);
+  for (const auto& layout : units) {
+    for (const auto& p : layout.params) {
+      if (!p.fp8) continue;
+      const int64_t layer = models::dit::Fp8KeyLayer(config, p.key);
+      if (layer >= 0) bytes[static_cast<size_t>(layer)] += p.numel * int64_t(c10::elementSize(p.value_dtype));
+    }
+  }
+  return bytes;
 }
 
 }  // namespace
@@ -130,8 +155,12 @@ ShardAccounting ShardManager::Plan(const DitConfig& config, const ShardOptions& 
   const Units units = SplitUnits(config, models::dit::DitWeightSpecs(config));
   ShardAccounting a;
   if (units.blocks.empty()) return a;
-  const FlatLayout block = MakeFlatLayout(units.blocks[0], DtypeOf(options.dtype), group_size);
+  const FlatLayout block = BlockLayout(units.blocks[0], options, group_size);
   const FlatLayout root = RootLayout(units.root, options, group_size);
+  std::vector<FlatLayout> all;
+  for (const auto& b : units.blocks) all.push_back(BlockLayout(b, options, 1));
+  all.push_back(root);
+  for (int64_t b : DequantBytesPerLayer(config, all)) a.dequant_bytes = std::max(a.dequant_bytes, b);
   const int64_t layers = static_cast<int64_t>(units.blocks.size());
   a.total_param_bytes = block.param_bytes * layers + root.param_bytes;
   a.block_bytes = block.padded_bytes;
@@ -141,7 +170,7 @@ ShardAccounting ShardManager::Plan(const DitConfig& config, const ShardOptions& 
   a.peak_unshard_buffer_bytes = a.unshard_buffer_bytes;
   a.peak_unshard_in_use_bytes = a.unshard_buffer_bytes;
   const int64_t load_peak = a.resident_shard_bytes + a.root_bytes + (options.shard_root ? root.shard_bytes : 0);
-  a.peak_bytes = std::max(a.resident_bytes(), load_peak);
+  a.peak_bytes = std::max(a.resident_bytes() + a.dequant_bytes, load_peak);
   return a;
 }
 
@@ -163,7 +192,7 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& co
   const int rank = group->Rank();
   const Units units = SplitUnits(config, specs);
   m->num_layers_ = config.num_layers;
-  for (const auto& b : units.blocks) m->layouts_.push_back(MakeFlatLayout(b, DtypeOf(options.dtype), size));
+  for (const auto& b : units.blocks) m->layouts_.push_back(BlockLayout(b, options, size));
   m->root_layout_ = RootLayout(units.root, options, size);
   ShardAccounting& a = m->acct_;
   a.block_bytes = m->layouts_.front().padded_bytes;
@@ -182,9 +211,8 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& co
   at::Tensor staging = on_host ? at::Tensor() : at::empty({shard_bytes}, byte_opts);
   for (int64_t i = 0; i < m->num_layers_; ++i) {
     at::Tensor dst = on_host ? m->shards_.select(0, i) : staging;
-    LA_RETURN_IF_ERROR(FillShard(m->layouts_[static_cast<size_t>(i)], rank, store, lora_ptr, dst, &a.bytes_read,
-                                 &a.lora_bytes_read)
-                           .WithPrefix("block " + std::to_string(i)));
+    LA_RETURN_IF_ERROR(m->LoadUnit(m->layouts_[static_cast<size_t>(i)], rank, size > 1, store, lora_ptr, dst,
+                                   "block " + std::to_string(i)));
     if (!on_host) m->shards_.select(0, i).copy_(staging);
   }
   staging.reset();
@@ -193,8 +221,7 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& co
   const FlatLayout& root = m->root_layout_;
   at::Tensor root_shard = at::empty({root.shard_bytes}, byte_opts);
   const int root_rank = options.shard_root ? rank : 0;
-  LA_RETURN_IF_ERROR(FillShard(root, root_rank, store, lora_ptr, root_shard, &a.bytes_read, &a.lora_bytes_read)
-                         .WithPrefix("root unit"));
+  LA_RETURN_IF_ERROR(m->LoadUnit(root, root_rank, root.group_size > 1, store, lora_ptr, root_shard, "root unit"));
   root_shard = root_shard.to(options.device);
   if (root.group_size > 1) {
     m->root_ = at::empty({root.padded_bytes}, byte_opts.device(options.device));
@@ -210,6 +237,20 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& co
   a.peak_bytes = std::max(a.peak_bytes, a.resident_bytes());
 
   models::WeightMap root_views = ViewParams(root, m->root_);
+  if (options.fp8) {
+    std::vector<FlatLayout> all = m->layouts_;
+    all.push_back(root);
+    for (int64_t b : DequantBytesPerLayer(config, all)) a.dequant_bytes = std::max(a.dequant_bytes, b);
+    // The injectors' codes stay in the root buffer; the model sees placeholders until their layer runs.
+    m->root_fp8_.resize(static_cast<size_t>(config.num_layers));
+    for (const auto& p : root.params) {
+      if (!p.fp8) continue;
+      const int64_t layer = models::dit::Fp8KeyLayer(config, p.key);
+      TORCH_CHECK(layer >= 0, "ShardManager: FP8 key ", p.key, " has no layer");
+      m->root_fp8_[static_cast<size_t>(layer)][p.key] = root_views.at(p.key);
+      root_views[p.key] = at::empty({0}, at::TensorOptions().dtype(p.value_dtype).device(options.device));
+    }
+  }
   LA_ASSIGN_OR_RETURN(CausalWanS2V model, CausalWanS2V::CreateWithExternalBlocks(config, std::move(root_views),
                                                                                  options.dtype, options.device));
   m->model_ = std::make_unique<CausalWanS2V>(std::move(model));
@@ -228,6 +269,58 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Open(const std::string& ck
   return Create(config, *store, std::move(group), options);
 }
 
+Status ShardManager::LoadUnit(const FlatLayout& layout, int rank, bool collective, const io::TensorStore& store,
+                              const SliceLora* lora, const at::Tensor& dst, const std::string& unit) {
+  ShardAccounting& a = acct_;
+  auto pieces = ReadShard(layout, rank, store, lora, &a.bytes_read, &a.lora_bytes_read);
+  if (!HasFp8(layout)) {
+    if (!pieces.ok()) return pieces.status().WithPrefix(unit);
+    return WriteShard(layout, *pieces, {}, dst).WithPrefix(unit);
+  }
+  // amax per FP8 tensor over the ranks holding parts of it; the last entry flags a rank that failed to read.
+  static const std::vector<ShardPiece> kNone;
+  at::Tensor amax = Fp8AbsMaxOfPieces(layout, pieces.ok() ? *pieces : kNone, /*extra=*/1);
+  if (!pieces.ok()) amax[amax.numel() - 1] = 1.0f;
+  if (collective) {
+    Status s = group_->AllReduceMax(amax)->Wait();
+    if (!s.ok()) return s.WithPrefix(unit + ": FP8 amax all-reduce");
+  }
+  if (!pieces.ok()) return pieces.status().WithPrefix(unit);
+  if (amax[amax.numel() - 1].item<float>() != 0.0f) {
+    return Status::Unavailable(unit + ": another rank failed to read its slice (see its error)");
+  }
+  Fp8Scales scales;
+  const float* am = amax.data_ptr<float>();
+  int64_t k = 0;
+  for (const auto& p : layout.params) {
+    if (!p.fp8) continue;
+    const float m = am[k++];
+    if (!std::isfinite(m)) return Status::Corruption(unit + ": FP8 weight " + p.key + " has non-finite values");
+    scales[p.key] = models::Fp8Scale(m);
+    fp8_scale_inv_[p.key] = 1.0f / scales[p.key];
+  }
+  return WriteShard(layout, *pieces, scales, dst).WithPrefix(unit);
+}
+
+void ShardManager::Dequantize(int64_t layer, const models::WeightMap& block_views) {
+  models::WeightMap* w = model_->mutable_weights();
+  auto materialize = [&](const FlatParam& p, const at::Tensor& codes) {
+    models::Fp8Tensor q;
+    q.codes = codes;
+    q.scale_inv = fp8_scale_inv_.at(p.key);
+    (*w)[p.key] = models::DequantizeFp8(q, p.value_dtype);
+  };
+  for (const auto& p : layouts_[static_cast<size_t>(layer)].params) {
+    if (p.fp8) materialize(p, block_views.at(p.key));
+  }
+  if (root_fp8_.empty()) return;
+  for (const auto& p : root_layout_.params) {
+    const auto& codes = root_fp8_[static_cast<size_t>(layer)];
+    auto it = codes.find(p.key);
+    if (it != codes.end()) materialize(p, it->second);
+  }
+}
+
 void ShardManager::ResetPeaks() {
   acct_.peak_unshard_in_use_bytes = acct_.unshard_in_use_bytes;
   acct_.peak_unshard_buffer_bytes = acct_.unshard_buffer_bytes;
@@ -240,7 +333,9 @@ void ShardManager::NoteUsage() {
   acct_.unshard_in_use_bytes = static_cast<int64_t>(pending_.size()) * acct_.block_bytes;
   acct_.peak_unshard_in_use_bytes = std::max(acct_.peak_unshard_in_use_bytes, acct_.unshard_in_use_bytes);
   acct_.peak_unshard_buffer_bytes = std::max(acct_.peak_unshard_buffer_bytes, acct_.unshard_buffer_bytes);
-  acct_.peak_bytes = std::max(acct_.peak_bytes, acct_.resident_bytes());
+  bool dequantized = false;
+  for (const auto& kv : pending_) dequantized = dequantized || kv.second.installed;
+  acct_.peak_bytes = std::max(acct_.peak_bytes, acct_.resident_bytes() + (dequantized ? acct_.dequant_bytes : 0));
   peak_buffers_in_use_ = std::max(peak_buffers_in_use_, static_cast<int>(pending_.size()));
 }
 
@@ -269,6 +364,11 @@ void ShardManager::Release(int64_t layer) {
   if (it->second.installed) {
     models::WeightMap* w = model_->mutable_weights();
     for (const auto& p : layouts_[static_cast<size_t>(layer)].params) w->erase(p.key);
+    if (!root_fp8_.empty()) {
+      for (const auto& [key, codes] : root_fp8_[static_cast<size_t>(layer)]) {
+        (*w)[key] = at::empty({0}, at::TensorOptions().dtype(model_->dtype()).device(options_.device));
+      }
+    }
   }
   free_buffers_.push_back(std::move(it->second.buffer));
   pending_.erase(it);
@@ -307,8 +407,11 @@ void ShardManager::Before(int64_t layer) {
     throw StatusError(err);
   }
   models::WeightMap* w = model_->mutable_weights();
-  for (auto& [key, view] : ViewParams(layouts_[static_cast<size_t>(layer)], p.buffer)) (*w)[key] = std::move(view);
+  models::WeightMap views = ViewParams(layouts_[static_cast<size_t>(layer)], p.buffer);
+  for (const auto& [key, view] : views) (*w)[key] = view;
+  if (options_.fp8) Dequantize(layer, views);
   p.installed = true;
+  NoteUsage();
 }
 
 void ShardManager::After(int64_t layer) {

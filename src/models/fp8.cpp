@@ -144,21 +144,31 @@ float Fp8Scale(float amax) {
   return std::min(kFp8E4m3Max / a, kFp8E4m3Max);
 }
 
+float Fp8AbsMax(const at::Tensor& x) {
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "Fp8AbsMax: expected a floating tensor, got ", x.scalar_type());
+  const auto xf = x.to(at::kCPU, at::kFloat).contiguous();
+  return AbsMax(xf.data_ptr<float>(), xf.numel());
+}
+
+at::Tensor EncodeFp8Scaled(const at::Tensor& x, float scale) {
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "EncodeFp8Scaled: expected a floating tensor, got ",
+              x.scalar_type());
+  const auto xf = x.to(at::kCPU, at::kFloat).contiguous();
+  at::Tensor codes = at::empty(xf.sizes(), at::TensorOptions().dtype(at::kByte));
+  // clamp(x·s, ±448) then the cast == the saturating cast of x·s.
+  EncodeScaledCpu(xf.data_ptr<float>(), codes.data_ptr<uint8_t>(), xf.numel(), scale, /*saturate=*/true);
+  return x.device().is_cpu() ? codes : codes.to(x.device());
+}
+
 Fp8Tensor QuantizeFp8PerTensor(const at::Tensor& x) {
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "QuantizeFp8PerTensor: expected a floating tensor, got ",
               x.scalar_type());
-  const auto xf = x.to(at::kCPU, at::kFloat).contiguous();
-  const float* p = xf.data_ptr<float>();
-  const int64_t n = xf.numel();
-  const float amax = AbsMax(p, n);
+  const float amax = Fp8AbsMax(x);
   TORCH_CHECK(std::isfinite(amax), "QuantizeFp8PerTensor: tensor has non-finite values");
   const float scale = Fp8Scale(amax);
   Fp8Tensor q;
-  q.codes = at::empty(xf.sizes(), at::TensorOptions().dtype(at::kByte));
-  // clamp(x·s, ±448) then the cast == the saturating cast of x·s.
-  EncodeScaledCpu(p, q.codes.data_ptr<uint8_t>(), n, scale, /*saturate=*/true);
+  q.codes = EncodeFp8Scaled(x, scale);
   q.scale_inv = 1.0f / scale;
-  if (!x.device().is_cpu()) q.codes = q.codes.to(x.device());
   return q;
 }
 

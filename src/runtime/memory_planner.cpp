@@ -66,11 +66,15 @@ struct DitBytes {
   int64_t blocks = 0;         // "blocks.<i>." tensors
   int64_t largest_block = 0;  // one layer
   int64_t largest_lora_out_in = 0, largest_lora_out = 0, largest_lora_in = 0;
+  // fp8: one layer's FP8 linears dequantised to the compute dtype (block + its largest injector), the transient
+  // of dequantising per block (this build has no FP8 GEMM).
+  int64_t fp8_dequant = 0;
 };
 
 DitBytes DitWeightBytes(const PlanInputs& in) {
   DitBytes r;
-  std::map<int64_t, int64_t> per_block;
+  std::map<int64_t, int64_t> per_block, fp8_block;
+  std::map<std::string, int64_t> fp8_injector;  // injector index j -> dense bytes
   const int64_t c = Bytes(in.dtype);
   for (const auto& s : in.models.dit_specs) {
     if (s.optional) continue;
@@ -84,6 +88,16 @@ DitBytes DitWeightBytes(const PlanInputs& in) {
       b = c * n;
     }
     r.total += b;
+    if (in.fp8 && DitFp8(s)) {
+      const int64_t fblk = BlockIndex(s.key);
+      if (fblk >= 0) {
+        fp8_block[fblk] += c * n;
+      } else {
+        // injector j = audio_injector.injector.<j>.* and audio_injector.injector_adain_layers.<j>.*
+        const size_t digit = s.key.find_first_of("0123456789");
+        fp8_injector[s.key.substr(digit, s.key.find('.', digit) - digit)] += c * n;
+      }
+    }
     const int64_t blk = BlockIndex(s.key);
     if (blk >= 0) {
       r.blocks += b;
@@ -96,6 +110,10 @@ DitBytes DitWeightBytes(const PlanInputs& in) {
     }
   }
   for (const auto& [i, b] : per_block) r.largest_block = std::max(r.largest_block, b);
+  int64_t largest_fp8_block = 0, largest_fp8_injector = 0;
+  for (const auto& [i, b] : fp8_block) largest_fp8_block = std::max(largest_fp8_block, b);
+  for (const auto& [k, b] : fp8_injector) largest_fp8_injector = std::max(largest_fp8_injector, b);
+  r.fp8_dequant = largest_fp8_block + largest_fp8_injector;
   return r;
 }
 
@@ -355,6 +373,10 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
         "--dit_fsdp needs ranks that run the same blocks in lockstep: with pipeline stages the FSDP group "
         "is the Ulysses group, so use --ulysses_size > 1");
   }
+  if (in.offload_dit_blocks && (in.dit_fsdp || in.fp8)) {
+    return fail(std::string("--offload_model True with ") + (in.dit_fsdp ? "--dit_fsdp" : "--fp8") +
+                ": not supported together (both supply the DiT blocks); choose one");
+  }
   p.dit_stages = stages;
   const Geometry g = MakeGeometry(in);
   if (g.lat_clip <= 0 || g.lat_clip % in.frames_per_block != 0) {
@@ -405,6 +427,15 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
           Fmt("(1 + prefetch %.0f) x one gathered block %.3f GiB", double(in.fsdp_prefetch),
               dit.largest_block / double(kGiB)),
           0, 0, unshard);
+    } else if (in.offload_dit_blocks) {
+      const int64_t on_device =
+          dit.total - dit.blocks + std::min<int64_t>(1 + in.offload_lookahead, d.num_layers) * dit.largest_block;
+      add("dit_weights",
+          Fmt("--offload_model: root %.2f GiB + (1 + lookahead %.0f) blocks of %.3f GiB; %.2f GiB of blocks in host "
+              "memory",
+              (dit.total - dit.blocks) / double(kGiB), double(in.offload_lookahead), dit.largest_block / double(kGiB),
+              dit.blocks / double(kGiB)),
+          on_device, in.encoders_first ? 0 : on_device, on_device);
     } else {
       add("dit_weights",
           Fmt("%.3f B params, ", p.dit_params / 1e9) +
@@ -413,6 +444,10 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
                                                   : "fp32") +
               " + fp32 islands",
           dit.total, in.encoders_first ? 0 : dit.total, dit.total);
+    }
+    if (dit.fp8_dequant > 0) {
+      add("fp8_dequant", "one layer's FP8 linears dequantised per block call (no FP8 GEMM in this build)", 0, 0,
+          dit.fp8_dequant);
     }
     // LoRA merge temporaries: on the device when the merge happens there (per slice with FSDP; the host is the
     // device on the CPU): an fp32 copy of the largest target, its delta B·A (fp32) and the A/B pair.
@@ -571,6 +606,7 @@ int SpeedCost(const PlanInputs& in) {
   if (in.t5_cpu) cost += 3;            // prompt encoded on the CPU
   if (in.dit_fsdp) cost += 4;          // one all-gather per block per step
   if (in.offload_kv_cache) cost += 8;  // the step cache crosses PCIe every step
+  if (in.offload_dit_blocks) cost += 16;  // every block's weights cross PCIe every step
   return cost;
 }
 
@@ -582,8 +618,10 @@ std::string FlagsOf(const PlanInputs& base, const PlanInputs& c) {
   if (c.vae_rank != base.vae_rank) add(c.vae_rank ? "--enable_vae_parallel" : "(no --enable_vae_parallel)");
   if (c.dit_fsdp != base.dit_fsdp) add(c.dit_fsdp ? "--dit_fsdp" : "(no --dit_fsdp)");
   if (c.fp8 != base.fp8) add(c.fp8 ? "--fp8" : "--no_fp8");
-  if (c.offload_model != base.offload_model)
-    add(std::string("--offload_model ") + (c.offload_model ? "True" : "False"));
+  // This engine's --offload_model streams the DiT blocks (and the full design also releases the encoders).
+  if (c.offload_model != base.offload_model || c.offload_dit_blocks != base.offload_dit_blocks) {
+    add(std::string("--offload_model ") + (c.offload_model || c.offload_dit_blocks ? "True" : "False"));
+  }
   if (c.t5_cpu != base.t5_cpu) add(c.t5_cpu ? "--t5_cpu" : "(no --t5_cpu)");
   if (c.offload_kv_cache != base.offload_kv_cache)
     add(c.offload_kv_cache ? "--offload_kv_cache" : "(no --offload_kv_cache)");
@@ -604,7 +642,12 @@ std::vector<PlanInputs> Variations(const PlanInputs& base, int64_t world) {
       if (dit_ranks % u != 0 || u > base.models.dit.num_heads) continue;
       if (base.sample_steps % (dit_ranks / u) != 0) continue;
       for (int fsdp = 0; fsdp <= (u > 1 ? 1 : 0); ++fsdp) {
-        for (int om = 0; om <= (f.offload_model ? 1 : 0); ++om) {
+        for (int om = 0; om <= (f.offload_model || f.offload_dit_blocks ? 1 : 0); ++om) {
+          // --offload_model: blocks streamed where the engine can (not under FSDP or FP8), encoders released
+          // where it implements that. A flag that changes nothing is not a variation.
+          const bool blocks = om == 1 && f.offload_dit_blocks && fsdp == 0 && !base.fp8;
+          const bool encoders = om == 1 && f.offload_model;
+          if (om == 1 && !blocks && !encoders) continue;
           for (int t5c = 0; t5c <= (f.t5_cpu ? 1 : 0); ++t5c) {
             for (int kv = 0; kv <= (f.offload_kv_cache ? 1 : 0); ++kv) {
               PlanInputs c = base;
@@ -612,7 +655,8 @@ std::vector<PlanInputs> Variations(const PlanInputs& base, int64_t world) {
               c.vae_rank = vae == 1;
               c.ulysses_size = u;
               c.dit_fsdp = fsdp == 1;
-              c.offload_model = om == 1;
+              c.offload_model = encoders;
+              c.offload_dit_blocks = blocks;
               c.t5_cpu = t5c == 1;
               c.offload_kv_cache = kv == 1;
               out.push_back(std::move(c));

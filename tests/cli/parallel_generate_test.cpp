@@ -99,23 +99,24 @@ class ParallelGenerate : public ::testing::Test {
 
   // Runs scripts/<script> on the tiny checkpoint with CPU workers (one thread each); returns its exit status.
   static int RunScript(const std::string& script, const std::string& save_file, int64_t clips = 2,
-                       const std::string& extra = "") {
+                       const std::string& extra = "", bool fp8 = false) {
     const std::string env = "LIVEAVATAR_BIN=" + Q(Bin()) + " CKPT_DIR=" + Q(root_ + "/ckpt") +
                             " LORA=" + Q(root_ + "/ckpt/lora/liveavatar.safetensors") +
                             " IMAGE=" + Q(Src() + "/examples/face.png") +
                             " AUDIO=" + Q(Src() + "/examples/speech.wav") +
                             " SIZE=384*256 INFER_FRAMES=12 NUM_CLIP=" + std::to_string(clips) +
-                            " FP8=0 SAVE_FILE=" + Q(save_file) + " LIVEAVATAR_DIST_TIMEOUT_S=300";
+                            " FP8=" + (fp8 ? "1" : "0") + " SAVE_FILE=" + Q(save_file) + " LIVEAVATAR_DIST_TIMEOUT_S=300";
     return Shell(env + " bash " + Q(Src() + "/scripts/" + script) + " --threads 1 --log-level warn " + extra + " 2> " +
                  Q(save_file + ".log"));
   }
 
-  // The single-process video (run once through run_single_gpu.sh).
-  static const std::string& Reference() {
-    static std::string y4m;
+  // The single-process video (run once through run_single_gpu.sh), with FP8 DiT weights when `fp8`.
+  static const std::string& Reference(bool fp8 = false) {
+    static std::string videos[2];
+    std::string& y4m = videos[fp8 ? 1 : 0];
     if (y4m.empty()) {
-      const std::string out = root_ + "/single.y4m";
-      EXPECT_EQ(RunScript("run_single_gpu.sh", out), 0) << Slurp(out + ".log");
+      const std::string out = root_ + (fp8 ? "/single_fp8.y4m" : "/single.y4m");
+      EXPECT_EQ(RunScript("run_single_gpu.sh", out, 2, "", fp8), 0) << Slurp(out + ".log");
       y4m = Slurp(out);
       EXPECT_EQ(CountFrames(y4m), 21u);  // 2 clips x 12 frames - 3 dropped
     }
@@ -124,11 +125,11 @@ class ParallelGenerate : public ::testing::Test {
 
   // `extra` flags (e.g. another layout) go after the script's; `name` names the output (default: the script).
   static void ExpectSameVideoAsSingleProcess(const std::string& script, const std::string& extra = "",
-                                             const std::string& name = "") {
-    const std::string& ref = Reference();
+                                             const std::string& name = "", bool fp8 = false) {
+    const std::string& ref = Reference(fp8);
     ASSERT_FALSE(ref.empty());
     const std::string out = root_ + "/" + (name.empty() ? script : name) + ".y4m";
-    ASSERT_EQ(RunScript(script, out, 2, extra), 0) << Slurp(out + ".log");
+    ASSERT_EQ(RunScript(script, out, 2, extra, fp8), 0) << Slurp(out + ".log");
     const std::string y4m = Slurp(out);
     EXPECT_EQ(y4m.substr(0, y4m.find('\n')), ref.substr(0, ref.find('\n')));  // W384 H256 F25:1 ...
     EXPECT_EQ(CountFrames(y4m), 21u);
@@ -157,6 +158,12 @@ TEST_F(ParallelGenerate, TwoStagesAndTwoSpatiallySplitVaeRanksMatchSingleProcess
 
 TEST_F(ParallelGenerate, FourRanksUlyssesWithFsdpMatchSingleProcess) {
   ExpectSameVideoAsSingleProcess("run_4x24gb.sh");
+}
+
+TEST_F(ParallelGenerate, FsdpWithFp8MatchesSingleProcessFp8) {
+  // FP8 conversion per FSDP slice (scales agreed by a max all-reduce) gives the single process's FP8 codes.
+  ExpectSameVideoAsSingleProcess("run_4x24gb.sh", "", "fsdp_fp8", /*fp8=*/true);
+  EXPECT_FALSE(Reference(true) == Reference(false)) << "FP8 changed nothing";
 }
 
 TEST_F(ParallelGenerate, ReferenceLaunchScriptsRunTheirLayouts) {

@@ -154,7 +154,7 @@ TEST_F(PlanCli, NonFittingPlanListsAlternativesThatFit) {
   // 4 x 24 GiB, Ulysses 4 + FSDP in bf16 with every step's ring resident does not fit.
   const std::string base = "--model_config " + Q(Src() + "/configs/wan2.2_s2v_14b.json") +
                            " --device cuda --size 704*384 --nproc_per_node 4 --ulysses_size 4 --dit_fsdp --no_fp8 "
-                           "--offload_model True --max_gpu_mem_gb 24";
+                           "--t5_cpu --max_gpu_mem_gb 24";
   std::string out;
   ASSERT_EQ(RunPlanCmd(base, &out), 1) << out << Slurp(root_ + "/err.txt");
   EXPECT_NE(out.find("does NOT fit"), std::string::npos) << out;

@@ -285,6 +285,52 @@ TEST(MemoryPlanner, AutoPlanKeepsAPlanThatFitsAndPrefersCheaperMeasures) {
   EXPECT_NE(b.choice.flags.find("no --offload_kv_cache"), std::string::npos) << b.choice.flags;
 }
 
+TEST(MemoryPlanner, OffloadModelStreamsDitBlocksAndIsProposedOnlyWhereTheEngineCan) {
+  // This engine's --offload_model: the DiT blocks live in host memory, root + (1 + lookahead) blocks on the device.
+  PlanInputs in = Base14B();
+  in.t5_cpu = true;
+  const MemoryPlan resident = MemoryPlanner::Plan(in);
+  in.offload_dit_blocks = true;
+  const MemoryPlan streamed = MemoryPlanner::Plan(in);
+  ASSERT_TRUE(streamed.error.empty()) << streamed.error;
+  const int64_t full = Component(resident.roles[0], "dit_weights").denoise;
+  const int64_t on_device = Component(streamed.roles[0], "dit_weights").denoise;
+  const int64_t layers = in.models.dit.num_layers;
+  int64_t block = 0, blocks = 0;
+  for (const auto& s : in.models.dit_specs) {
+    if (s.optional || s.key.rfind("blocks.", 0) != 0) continue;
+    int64_t n = 2;  // bf16 ...
+    if (s.key.find(".modulation") != std::string::npos || s.key.find("norm3.") != std::string::npos) n = 4;  // fp32
+    for (int64_t d : s.shape) n *= d;
+    blocks += n;
+    if (s.key.rfind("blocks.0.", 0) == 0) block += n;
+  }
+  EXPECT_EQ(blocks, block * layers);
+  EXPECT_EQ(full - on_device, blocks - 2 * block);
+  EXPECT_LT(streamed.peak_bytes, resident.peak_bytes - 20 * kGiB);
+  // On one 48 GiB GPU without FP8 the fastest full-quality fit streams the blocks.
+  in.offload_dit_blocks = false;
+  in.capacity_bytes = 48 * kGiB;
+  in.features.offload_model = false;  // this engine keeps the encoders loaded
+  ASSERT_FALSE(MemoryPlanner::Plan(in).fits);
+  const auto a = MemoryPlanner::AutoPlan(in);
+  ASSERT_TRUE(a.ok);
+  EXPECT_TRUE(a.choice.inputs.offload_dit_blocks);
+  EXPECT_FALSE(a.choice.inputs.offload_model);
+  EXPECT_NE(a.choice.flags.find("--offload_model True"), std::string::npos) << a.choice.flags;
+  // Never together with FSDP or FP8 (the engine refuses both), and never proposed so.
+  for (const auto& alt : MemoryPlanner::Alternatives(in)) {
+    EXPECT_FALSE(alt.inputs.offload_dit_blocks && (alt.inputs.dit_fsdp || alt.inputs.fp8)) << alt.flags;
+  }
+  PlanInputs bad = in;
+  bad.offload_dit_blocks = true;
+  bad.fp8 = true;
+  EXPECT_NE(MemoryPlanner::Plan(bad).error.find("--offload_model True with --fp8"), std::string::npos);
+  bad = Ours4x24();
+  bad.offload_dit_blocks = true;
+  EXPECT_NE(MemoryPlanner::Plan(bad).error.find("--offload_model True with --dit_fsdp"), std::string::npos);
+}
+
 TEST(MemoryPlanner, VerdictFollowsCapacity) {
   PlanInputs in = ReferenceTpp(false);
   const MemoryPlan p = MemoryPlanner::Plan(in);

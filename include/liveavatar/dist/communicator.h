@@ -83,6 +83,11 @@ struct P2POptions : CollectiveOptions {
   int tag = 0;  // matches a Send with a Recv (Gloo); NCCL ignores it and matches by order
 };
 
+// Elementwise reduction of AllReduce.
+enum class ReduceOp { kSum, kMax };
+// "sum", "max".
+const char* ReduceOpName(ReduceOp op);
+
 enum class BackendKind { kAuto, kNccl, kGloo, kFake };
 // "auto", "nccl", "gloo", "fake".
 const char* BackendKindName(BackendKind kind);
@@ -141,8 +146,15 @@ class Communicator {
   virtual WorkPtr Recv(const at::Tensor& tensor, int src, const P2POptions& options = {});
   // Returns once every rank has entered the barrier.
   virtual WorkPtr Barrier(const CollectiveOptions& options = {});
-  // In-place elementwise sum over ranks (bf16/fp16 accumulate as the backend does; Gloo stages bf16 in fp32).
-  virtual WorkPtr AllReduceSum(const at::Tensor& tensor, const CollectiveOptions& options = {});
+  // In-place elementwise reduction over ranks. kSum: bf16/fp16 accumulate as the backend does (Gloo stages bf16
+  // in fp32). kMax: exact in every dtype; a NaN on any rank gives NaN (NCCL and Gloo both propagate it).
+  virtual WorkPtr AllReduce(const at::Tensor& tensor, ReduceOp op, const CollectiveOptions& options = {});
+  WorkPtr AllReduceSum(const at::Tensor& tensor, const CollectiveOptions& options = {}) {
+    return AllReduce(tensor, ReduceOp::kSum, options);
+  }
+  WorkPtr AllReduceMax(const at::Tensor& tensor, const CollectiveOptions& options = {}) {
+    return AllReduce(tensor, ReduceOp::kMax, options);
+  }
   // `output` (numel n) receives the sum over ranks of flat elements [Rank() * n, (Rank() + 1) * n) of `input`
   // (numel Size() * n).
   virtual WorkPtr ReduceScatterSum(const at::Tensor& output, const at::Tensor& input,

@@ -13,6 +13,16 @@
 //         (disk reads per rank = its share of the whole model).
 // Either way the resident root is the same size; the choice only moves disk traffic.
 //
+// FP8 (ShardOptions::fp8, --fp8 with --dit_fsdp). The linears the reference quantises (models::dit::IsFp8LinearWeight)
+// are stored in the units as per-tensor scaled e4m3fn codes, converted per slice at load: each rank converts its
+// ranges (LoRA merged, rounded to the model dtype), one max all-reduce per unit gives every tensor's amax, and each
+// rank encodes its ranges with the common scale, so the codes equal models::QuantizeFp8PerTensor of the whole
+// merged tensor (and so the unsharded models::dit::Fp8DitWeights). Shards, all-gathers and unshard buffers carry
+// the 1-byte codes; before(i) dequantises layer i's FP8 weights into the model dtype (at most one layer's dense
+// FP8 weights exist at a time, ShardAccounting::dequant_bytes) and after(i) drops them. The injectors' FP8 weights
+// sit in the root unit and are dequantised by the hooks of the layer they run in; between calls their keys hold
+// empty placeholders, as with Fp8DitWeights.
+//
 // Running. Create() builds the model with CausalWanS2V::CreateWithExternalBlocks and installs BlockHooks:
 //   before(i): all-gathers block i's slices into an unshard buffer taken from a pool of prefetch + 1 buffers
 //              (unless a prefetch already issued it), issues the all-gathers of blocks i+1 .. i+prefetch, waits
@@ -74,6 +84,8 @@ struct ShardOptions {
   std::string lora_path;
   std::optional<double> lora_alpha;
   std::optional<int> lora_rank;
+  // Store the reference's FP8 linears as per-tensor scaled e4m3fn codes (see "FP8" above).
+  bool fp8 = false;
 };
 
 // Per-rank memory and I/O figures (bytes). "Resident" = held between model calls.
@@ -84,9 +96,11 @@ struct ShardAccounting {
   int64_t root_bytes = 0;            // the resident root unit (padded when sharded)
   int64_t unshard_buffer_bytes = 0;  // pool buffers allocated now (at most prefetch + 1 blocks)
   int64_t unshard_in_use_bytes = 0;  // pool buffers holding or receiving a block now
+  int64_t dequant_bytes = 0;         // fp8: the largest layer's dequantised FP8 weights (transient, per call)
   int64_t peak_unshard_in_use_bytes = 0;
   int64_t peak_unshard_buffer_bytes = 0;
-  // Peak of resident_shard + root + unshard_buffer (+ the root shard while it is gathered at load).
+  // Peak of resident_shard + root + unshard_buffer (+ dequant_bytes with fp8; + the root shard while it is
+  // gathered at load).
   int64_t peak_bytes = 0;
   int64_t bytes_read = 0;       // checkpoint bytes read by this rank (stored dtype)
   int64_t lora_bytes_read = 0;  // LoRA bytes read by this rank
@@ -99,7 +113,10 @@ struct ShardAccounting {
 class ShardManager {
  public:
   // Reads this rank's slices from `store` (checkpoint keys; any float dtype), builds the model and installs its
-  // hooks. Collective over `group` when group->Size() > 1 and options.shard_root (the root all-gather).
+  // hooks. Collective over `group` when group->Size() > 1 and options.shard_root (the root all-gather) or
+  // options.fp8 (one max all-reduce per sharded unit; a rank that fails to read its slice makes every rank fail
+  // there, naming the unit, instead of leaving the others waiting). Non-finite values in an FP8 weight give
+  // Corruption naming the key.
   static StatusOr<std::unique_ptr<ShardManager>> Create(const models::dit::DitConfig& config,
                                                         const io::TensorStore& store, CommunicatorPtr group,
                                                         const ShardOptions& options);
@@ -134,6 +151,12 @@ class ShardManager {
   int peak_buffers_in_use() const { return peak_buffers_in_use_; }
 
  private:
+  // Loads one unit's slice of `rank` into `dst` (CPU uint8), FP8 scales agreed over the group when `collective`.
+  Status LoadUnit(const FlatLayout& layout, int rank, bool collective, const io::TensorStore& store,
+                  const SliceLora* lora, const at::Tensor& dst, const std::string& unit);
+  // Replaces the FP8 code views of `layer` in the model's weights by their dequantised values.
+  void Dequantize(int64_t layer, const models::WeightMap& block_views);
+
   struct Pending {
     at::Tensor buffer;
     WorkPtr work;
@@ -157,7 +180,9 @@ class ShardManager {
   std::vector<FlatLayout> layouts_;  // per block (same sizes and offsets, keys "blocks.<i>.")
   FlatLayout root_layout_;           // group_size 1 when the root is replicated
   at::Tensor shards_;                                 // [num_layers, shard_bytes] uint8 on options.device
-  at::Tensor root_;                                   // resident root flat buffer (shard_root) or undefined
+  at::Tensor root_;                                   // resident root flat buffer
+  std::map<std::string, float> fp8_scale_inv_;        // fp8: 1/s per FP8 key
+  std::vector<std::map<std::string, at::Tensor>> root_fp8_;  // fp8: per layer, its injectors' codes (root views)
   std::vector<at::Tensor> free_buffers_;
   int buffers_allocated_ = 0;
   std::map<int64_t, Pending> pending_;

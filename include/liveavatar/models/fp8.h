@@ -54,6 +54,13 @@ float Fp8Scale(float amax);
 // x is read as fp32 (a bf16 tensor is quantised from its bf16 values). REQUIRES: x floating, finite.
 Fp8Tensor QuantizeFp8PerTensor(const at::Tensor& x);
 
+// The two halves of QuantizeFp8PerTensor, for a tensor whose parts live in different places (an FSDP slice per
+// rank: each rank takes the amax of its part, a max all-reduce gives the tensor's, and each rank encodes its part
+// with the common scale; the codes equal QuantizeFp8PerTensor's of the whole tensor).
+// max |x| in fp32 (0 for an empty tensor; NaN if x holds a NaN, inf if it holds an inf). x floating, any device.
+float Fp8AbsMax(const at::Tensor& x);
+// Codes e4m3(clamp(x·scale, ±448)) of x read as fp32; uint8, same shape and device.
+at::Tensor EncodeFp8Scaled(const at::Tensor& x, float scale);
 // decode(codes)·scale_inv computed in fp32 and rounded once to `dtype`, on the codes' device.
 at::Tensor DequantizeFp8(const Fp8Tensor& q, c10::ScalarType dtype);
 

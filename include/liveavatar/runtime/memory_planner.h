@@ -52,7 +52,8 @@ struct PlanModels {
 // What the engine running the plan implements; Alternatives()/AutoPlan() only propose available measures.
 struct PlanFeatures {
   bool fp8 = true;
-  bool offload_model = true;
+  bool offload_model = true;       // encoders released after encoding (the reference's --offload_model)
+  bool offload_dit_blocks = true;  // DiT blocks streamed from host memory (this engine's --offload_model)
   bool offload_kv_cache = true;
   bool t5_cpu = true;
   bool multi_process = true;  // TPP stages, Ulysses, FSDP, a VAE rank
@@ -88,6 +89,10 @@ struct PlanInputs {
 
   // ---- Placement ----
   bool offload_model = false;     // T5 and wav2vec2 leave the device after the encode phase
+  // DiT blocks live in (pinned) host memory and `offload_lookahead` + 1 of them are on the device at a time
+  // (models/dit/block_offload.h). Not with dit_fsdp or fp8 (the engine refuses those combinations).
+  bool offload_dit_blocks = false;
+  int64_t offload_lookahead = 1;
   bool offload_kv_cache = false;  // only the running step's cache (ring + cond) is on the device
   bool t5_cpu = false;            // T5 never on the device
   // Encoders run (and, when released, leave) before the DiT is loaded; false = everything is loaded first and

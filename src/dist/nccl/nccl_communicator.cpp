@@ -302,7 +302,7 @@ class NcclCommunicator final : public Communicator, public std::enable_shared_fr
     });
   }
 
-  WorkPtr AllReduceSum(const at::Tensor& tensor, const CollectiveOptions& options) override {
+  WorkPtr AllReduce(const at::Tensor& tensor, ReduceOp reduce, const CollectiveOptions& options) override {
     const char* op = "all_reduce";
     Status s = CheckDense(kNccl, op, "tensor", tensor);
     if (s.ok()) s = CheckDevice(op, tensor);
@@ -310,7 +310,8 @@ class NcclCommunicator final : public Communicator, public std::enable_shared_fr
     ncclDataType_t type;
     if (!NcclReduceType(tensor.scalar_type(), &type)) return UnsupportedDtype(op, tensor);
     return Issue(op, options.timeout, {tensor}, [&](cudaStream_t st) {
-      return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), type, ncclSum, comm_, st);
+      return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), type,
+                           reduce == ReduceOp::kMax ? ncclMax : ncclSum, comm_, st);
     });
   }
 
