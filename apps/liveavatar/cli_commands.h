@@ -38,6 +38,9 @@ StatusOr<runtime::PlanInputs> PlanInputsForRun(const pipeline::RunOptions& run, 
 // RAM) before anything is loaded. OutOfMemory listing alternatives that fit, each with its predicted peak, when
 // the plan does not fit; InvalidArgument for an impossible topology.
 Status PreflightPlan(const pipeline::RunOptions& run);
+// One line for an out-of-memory error of rank `rank`: the plan's predicted peak for that rank's role, its phase
+// and largest components, and the budget (cli_plan.cpp). Never fails (says "not available" instead).
+std::string PlanPredictionText(const pipeline::RunOptions& run, int rank);
 // --auto_plan: `run` with the fastest full-quality placement/topology that fits on the same number of
 // processes (offload, T5 on the CPU, FSDP, Ulysses, VAE rank); OutOfMemory when none fits.
 StatusOr<pipeline::RunOptions> ApplyAutoPlan(const pipeline::RunOptions& run);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "liveavatar/pipeline/report.h"
 #include "liveavatar/pipeline/topology.h"
 #include "liveavatar/pipeline/tpp_driver.h"
+#include "liveavatar/runtime/oom.h"
 
 namespace fs = std::filesystem;
 
@@ -163,10 +165,32 @@ Status CheckInputs(const pipeline::GenerationRequest& r) {
 
 namespace {
 
+// --max_gpu_mem_gb in bytes on CUDA (the allocator's cap), -1 otherwise.
+int64_t AllocatorCapBytes(const pipeline::RunOptions& run, const c10::Device& device) {
+  if (!device.is_cuda() || run.memory.max_gpu_mem_gb <= 0) return -1;
+  return static_cast<int64_t>(run.memory.max_gpu_mem_gb * 1024.0 * 1024.0 * 1024.0);
+}
+
+// Runs `body` (loading and generating); an allocator out-of-memory error thrown from it becomes OutOfMemory with
+// the allocator's numbers (runtime/oom.h). Other exceptions pass through to main().
+StatusOr<pipeline::GenerationResult> CatchOutOfMemory(
+    const pipeline::RunOptions& run, const c10::Device& device,
+    const std::function<StatusOr<pipeline::GenerationResult>()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    if (!runtime::IsOutOfMemory(e)) throw;
+    return runtime::OutOfMemoryStatus(e, device, "out of memory", AllocatorCapBytes(run, device));
+  }
+}
+
 int Finish(const ParsedCommand& cmd, const pipeline::GenerationRequest& req,
-           const StatusOr<pipeline::GenerationResult>& result, bool writer) {
+           const StatusOr<pipeline::GenerationResult>& result, bool writer, int rank = 0) {
   if (!result.ok()) {
-    LA_LOG_ERROR("generate: {}", result.status().message());
+    std::string msg = result.status().message();
+    // An OOM although the plan said it fits: the plan's prediction goes next to the allocator's numbers.
+    if (result.status().code() == Status::Code::kOutOfMemory) msg += "\n  " + PlanPredictionText(cmd.run, rank);
+    LA_LOG_ERROR("generate: {}", msg);
     return 1;
   }
   if (!writer) return 0;
@@ -212,15 +236,13 @@ int RunGenerateRank(const ParsedCommand& cmd, const Layout& layout) {
   }
   if (role.is_writer) CleanUpPartialsOnSignal(req.output);
 
-  auto driver = pipeline::TppDriver::Create(eopt, layout.topology, *comm);
-  if (!driver.ok()) {
-    LA_LOG_ERROR("generate: {}", driver.status().message());
-    return 1;
-  }
   pipeline::ProgressReporter progress;
-  auto result = (*driver)->Generate(req, role.is_writer ? progress.AsFn() : pipeline::ProgressFn());
+  auto result = CatchOutOfMemory(cmd.run, eopt.device, [&]() -> StatusOr<pipeline::GenerationResult> {
+    LA_ASSIGN_OR_RETURN(auto driver, pipeline::TppDriver::Create(eopt, layout.topology, *comm));
+    return driver->Generate(req, role.is_writer ? progress.AsFn() : pipeline::ProgressFn());
+  });
   if (role.is_writer) progress.Finish();
-  return Finish(cmd, req, result, role.is_writer);
+  return Finish(cmd, req, result, role.is_writer, w.rank);
 }
 
 }  // namespace
@@ -270,13 +292,12 @@ int RunGenerate(const ParsedCommand& parsed) {
     LA_LOG_ERROR("generate: {}", s.message());
     return s.code() == Status::Code::kInvalidArgument ? 2 : 1;  // a missing required flag is a usage error
   }
-  auto engine = pipeline::Engine::Load(EngineOptionsFrom(cmd.run));
-  if (!engine.ok()) {
-    LA_LOG_ERROR("generate: {}", engine.status().message());
-    return 1;
-  }
+  const pipeline::EngineOptions eopt = EngineOptionsFrom(cmd.run);
   pipeline::ProgressReporter progress;
-  auto result = (*engine)->Generate(req, progress.AsFn());
+  auto result = CatchOutOfMemory(cmd.run, eopt.device, [&]() -> StatusOr<pipeline::GenerationResult> {
+    LA_ASSIGN_OR_RETURN(auto engine, pipeline::Engine::Load(eopt));
+    return engine->Generate(req, progress.AsFn());
+  });
   progress.Finish();
   return Finish(cmd, req, result, true);
 }

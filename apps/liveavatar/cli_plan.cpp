@@ -444,6 +444,37 @@ Status PreflightPlan(const pipeline::RunOptions& run) {
   return Status::OutOfMemory(msg);
 }
 
+std::string PlanPredictionText(const pipeline::RunOptions& run, int rank) {
+  auto ctx = BuildInputs(run, "", /*for_generate=*/true);
+  if (!ctx.ok()) return "plan: not available (" + ctx.status().message() + ")";
+  const runtime::MemoryPlan p = runtime::MemoryPlanner::Plan(ctx->inputs);
+  if (!p.error.empty()) return "plan: not available (" + p.error + ")";
+  const runtime::RankPlan* role = p.roles.empty() ? nullptr : &p.roles.front();
+  for (const auto& r : p.roles) {
+    if (std::find(r.ranks.begin(), r.ranks.end(), rank) != r.ranks.end()) role = &r;
+  }
+  if (role == nullptr) return "plan: not available (no role for rank " + std::to_string(rank) + ")";
+  // The three largest components of the peak phase.
+  auto in_phase = [&](const runtime::PlanComponent& c) {
+    return role->peak_phase == "load"     ? c.load
+           : role->peak_phase == "encode" ? c.encode
+           : role->peak_phase == "decode" ? c.decode
+                                          : c.denoise;
+  };
+  std::vector<const runtime::PlanComponent*> parts;
+  for (const auto& c : role->components) parts.push_back(&c);
+  std::sort(parts.begin(), parts.end(), [&](auto* a, auto* b) { return in_phase(*a) > in_phase(*b); });
+  std::string top;
+  for (size_t i = 0; i < parts.size() && i < 3; ++i) {
+    top += (i ? ", " : "") + parts[i]->name + " " + Gib(in_phase(*parts[i])) + " GiB";
+  }
+  return "plan: rank " + std::to_string(rank) + " (" + role->role + ") was predicted to peak at " +
+         Gib(role->peak) + " GiB in the " + role->peak_phase + " phase (" + top + "), budget " +
+         (p.capacity_bytes > 0 ? Gib(p.capacity_bytes) + " GiB" : std::string("unknown")) +
+         "; `liveavatar plan` with the same flags prints the whole table, and --max_gpu_mem_gb below the device "
+         "size leaves room for what the plan does not see";
+}
+
 StatusOr<pipeline::RunOptions> ApplyAutoPlan(const pipeline::RunOptions& run) {
   LA_ASSIGN_OR_RETURN(PlanContext ctx, BuildInputs(run, "", /*for_generate=*/true));
   const runtime::MemoryPlanner::Auto a = runtime::MemoryPlanner::AutoPlan(ctx.inputs);
@@ -456,7 +487,7 @@ StatusOr<pipeline::RunOptions> ApplyAutoPlan(const pipeline::RunOptions& run) {
   out.parallel.ulysses_size = c.ulysses_size;
   out.parallel.dit_fsdp = c.dit_fsdp;
   out.parallel.enable_vae_parallel = c.vae_rank;
-  out.memory.offload_model = c.offload_model;
+  out.memory.offload_model = c.offload_dit_blocks || c.offload_model;
   out.memory.offload_kv_cache = c.offload_kv_cache;
   out.memory.t5_cpu = c.t5_cpu;
   LA_LOG_INFO("--auto_plan: {} (peak {} GiB per rank)", a.choice.flags, Gib(a.choice.peak_bytes));

@@ -12,6 +12,7 @@
 #include "liveavatar/core/logging.h"
 #include "liveavatar/dist/parallel_vae.h"
 #include "liveavatar/dist/shard_manager.h"
+#include "liveavatar/runtime/oom.h"
 #include "liveavatar/dist/ulysses.h"
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/models/vae/vae.h"
@@ -265,8 +266,15 @@ StatusOr<GenerationResult> TppDriver::Generate(const GenerationRequest& request,
     result = impl_->Run(request, progress);
   } catch (const StatusError& e) {
     result = e.status().WithPrefix("TPP rank " + std::to_string(impl_->role.rank));
-  } catch (const c10::Error& e) {
-    result = Status::Internal("TPP rank " + std::to_string(impl_->role.rank) + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    const std::string where = "TPP rank " + std::to_string(impl_->role.rank);
+    if (runtime::IsOutOfMemory(e)) {
+      result = runtime::OutOfMemoryStatus(e, impl_->options.device, where + ": out of memory");
+    } else if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
+      result = Status::Internal(where + ": " + c10_error->what_without_backtrace());
+    } else {
+      result = Status::Internal(where + ": " + e.what());
+    }
   }
   // Whatever happened, no send may outlive this call (its buffer is owned here).
   Status drained = impl_->DrainSends();

@@ -218,5 +218,21 @@ TEST_F(PlanCli, PreflightRefusesAPlanThatDoesNotFitAndNamesAlternatives) {
   EXPECT_TRUE(PreflightPlan(run).ok());
 }
 
+TEST_F(PlanCli, OutOfMemoryReportCarriesThePlansPredictionForTheRank) {
+  pipeline::RunOptions run;
+  run.generate.ckpt_dir = root_ + "/ckpt";
+  run.generate.size = "384*256";
+  run.memory.max_gpu_mem_gb = 2;
+  const std::string line = PlanPredictionText(run, 0);
+  EXPECT_NE(line.find("plan: rank 0 (dit+decode) was predicted to peak at "), std::string::npos) << line;
+  EXPECT_NE(line.find("phase ("), std::string::npos) << line;
+  EXPECT_NE(line.find("budget 2.00 GiB"), std::string::npos) << line;
+  EXPECT_NE(line.find("liveavatar plan"), std::string::npos) << line;
+  // A run the planner cannot describe still gets a line, saying why.
+  run.parallel.ulysses_size = 3;  // one process cannot hold 3 Ulysses ranks
+  const std::string none = PlanPredictionText(run, 0);
+  EXPECT_EQ(none.rfind("plan: not available (", 0), 0u) << none;
+}
+
 }  // namespace
 }  // namespace liveavatar::cli

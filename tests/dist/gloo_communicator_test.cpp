@@ -1,7 +1,5 @@
-// Multi-process tests of the Gloo backend on 127.0.0.1. The test binary launches copies of itself with
-// dist::LaunchLocal (so the launcher and DetectWorld's torchrun convention are exercised too); a copy started
-// with LA_DIST_TEST_SCENARIO set runs that scenario as one rank from a static initializer, before gtest's main,
-// and exits with 0 (every check passed) or 1 (a message on stderr names the failed check).
+// Multi-process tests of the Gloo backend on 127.0.0.1 (dist_test_harness.h: a copy of the test binary started
+// with LA_DIST_TEST_SCENARIO set runs that scenario as one rank and exits with 0 or 1).
 #include <unistd.h>
 
 #include <chrono>
@@ -14,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_harness.h"
 #include "liveavatar/dist/communicator.h"
 #include "liveavatar/dist/launcher.h"
 #include "liveavatar/dist/world.h"
@@ -23,19 +22,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr char kScenarioEnv[] = "LA_DIST_TEST_SCENARIO";
+
 // ---------------------------------------------------------------------------------------------------------------
 // Worker side.
-
-#define WORKER_CHECK(cond, what)                                                            \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      std::fprintf(stderr, "check failed on rank %d: %s (%s:%d)\n", rank, std::string(what).c_str(), \
-                   __FILE__, __LINE__);                                                     \
-      return 1;                                                                             \
-    }                                                                                       \
-  } while (0)
-
-#define WORKER_OK(expr) WORKER_CHECK((expr).ok(), std::string(#expr) + ": " + (expr).ToString())
 
 // The value rank `r` contributes: distinct per rank and element, exactly representable in bf16 for small sizes.
 at::Tensor Data(int r, int64_t rows, int64_t cols, at::ScalarType dtype = at::kFloat) {
@@ -122,6 +112,19 @@ int CheckCollectives(Communicator& comm, at::ScalarType dtype) {
     // Gloo sums fp16 in fp16 (rounding at every step); every other dtype must match exactly.
     const bool close = dtype == at::kHalf ? at::allclose(t.to(at::kFloat), expect, 1e-3, 1.0) : t.equal(expect.to(dtype));
     WORKER_CHECK(close, "all_reduce " + dt);
+  }
+  {  // all_reduce (max): exact in every dtype; rank r holds r at one position and -r elsewhere
+    at::Tensor t = -Data(rank, 3, 4, dtype);
+    t.view({-1})[rank % 12] = 100 + rank;
+    Status s = comm.AllReduceMax(t)->Wait();
+    WORKER_OK(s);
+    at::Tensor expect = -Data(0, 3, 4, dtype).to(at::kFloat);
+    for (int r = 1; r < size; ++r) expect = at::maximum(expect, -Data(r, 3, 4, dtype).to(at::kFloat));
+    for (int r = 0; r < size; ++r) {
+      auto e = expect.view({-1});
+      e[r % 12] = std::max(e[r % 12].item<float>(), 100.0f + r);
+    }
+    WORKER_CHECK(t.to(at::kFloat).equal(expect), "all_reduce max " + dt);
   }
   {  // reduce_scatter (sum)
     at::Tensor in = Data(rank, size * 2, 3, dtype);
@@ -275,40 +278,13 @@ int RunScenario(const std::string& scenario) {
   return 1;
 }
 
-struct WorkerHook {
-  WorkerHook() {
-    const char* scenario = std::getenv("LA_DIST_TEST_SCENARIO");
-    if (scenario == nullptr || *scenario == '\0') return;
-    int rc = 1;
-    try {
-      rc = RunScenario(scenario);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "worker exception: %s\n", e.what());
-    }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    _exit(rc);
-  }
-};
-WorkerHook worker_hook;
+LA_DIST_WORKER_HOOK(kScenarioEnv, RunScenario);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test side.
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("/proc/self/exe");
-}
-
-#define SKIP_WITHOUT_GLOO()                                                                                 \
-  if (!BackendCompiled(BackendKind::kGloo)) GTEST_SKIP() << "gloo backend not compiled in (install libgloo-dev)"
-
 LaunchResult RunWorkers(int nproc, const std::string& scenario) {
-  LaunchOptions o;
-  o.extra_env = {{"LA_DIST_TEST_SCENARIO", scenario}, {"OMP_NUM_THREADS", "1"}};
-  o.kill_grace = std::chrono::seconds(2);
-  return LaunchLocal(nproc, {SelfExe()}, o);
+  return testutil::RunScenarioWorkers(kScenarioEnv, nproc, scenario);
 }
 
 TEST(GlooCommunicatorTest, CollectivesMatchSingleProcessOnTwoRanks) {

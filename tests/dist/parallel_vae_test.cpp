@@ -17,6 +17,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_harness.h"
 #include "liveavatar/dist/communicator.h"
 #include "liveavatar/dist/launcher.h"
 #include "liveavatar/dist/parallel_vae.h"
@@ -35,6 +36,7 @@ using testing::GoldenCase;
 using testing::GoldenDir;
 using testing::RelL2;
 
+constexpr char kScenarioEnv[] = "LA_PVAE_TEST_SCENARIO";
 constexpr double kSplitTol = 1e-5;    // split vs single-rank decode, fp32
 constexpr double kGoldenTol = 1e-4;   // split decode vs the fixture, fp32
 // bf16 weights: the convolutions round their outputs to bf16, so the split and the single-rank decode are two
@@ -47,21 +49,6 @@ constexpr double kBf16Floor = 5e-3;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker side.
-
-#define WORKER_CHECK(cond, what)                                                                              \
-  do {                                                                                                        \
-    if (!(cond)) {                                                                                            \
-      std::fprintf(stderr, "check failed on rank %d: %s (%s:%d)\n", rank, std::string(what).c_str(), __FILE__, \
-                   __LINE__);                                                                                 \
-      return 1;                                                                                               \
-    }                                                                                                         \
-  } while (0)
-
-#define WORKER_OK(expr)                                           \
-  do {                                                            \
-    const Status _s = (expr);                                     \
-    WORKER_CHECK(_s.ok(), std::string(#expr) + ": " + _s.ToString()); \
-  } while (0)
 
 StatusOr<CommunicatorPtr> JoinWorld() {
   LA_ASSIGN_OR_RETURN(WorldInfo world, DetectWorld());
@@ -293,42 +280,14 @@ int RunScenario(const std::string& scenario) {
   return 0;
 }
 
-struct WorkerHook {
-  WorkerHook() {
-    const char* scenario = std::getenv("LA_PVAE_TEST_SCENARIO");
-    if (scenario == nullptr || *scenario == '\0') return;
-    int rc = 1;
-    try {
-      rc = RunScenario(scenario);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "worker exception: %s\n", e.what());
-    }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    _exit(rc);
-  }
-};
-WorkerHook worker_hook;
+LA_DIST_WORKER_HOOK(kScenarioEnv, RunScenario);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test side.
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("/proc/self/exe");
-}
-
-#define SKIP_WITHOUT_GLOO() \
-  if (!BackendCompiled(BackendKind::kGloo)) GTEST_SKIP() << "gloo backend not compiled in (install libgloo-dev)"
-
 LaunchResult RunWorkers(int nproc, const std::string& scenario,
                         const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  LaunchOptions o;
-  o.extra_env = {{"LA_PVAE_TEST_SCENARIO", scenario}, {"OMP_NUM_THREADS", "1"}};
-  o.extra_env.insert(o.extra_env.end(), env.begin(), env.end());
-  o.kill_grace = std::chrono::seconds(2);
-  return LaunchLocal(nproc, {SelfExe()}, o);
+  return testutil::RunScenarioWorkers(kScenarioEnv, nproc, scenario, env);
 }
 
 // Latent height of a golden decode case (the rows to split).

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <thread>
@@ -22,16 +23,20 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_harness.h"
 #include "liveavatar/dist/communicator.h"
 #include "liveavatar/dist/flat_param.h"
 #include "liveavatar/dist/launcher.h"
 #include "liveavatar/dist/shard_manager.h"
 #include "liveavatar/dist/world.h"
 #include "liveavatar/models/attention.h"
+#include "liveavatar/models/dit/fp8_weights.h"
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/models/dit/weights.h"
+#include "liveavatar/models/fp8.h"
 #include "liveavatar/models/lora.h"
 #include "liveavatar/runtime/kv_cache.h"
+#include "liveavatar/testing/dit_case.h"
 #include "liveavatar/testing/golden.h"
 
 namespace liveavatar::dist {
@@ -47,6 +52,7 @@ using testing::RelL2;
 
 constexpr double kShardTol = 1e-6;    // sharded vs unsharded, same process
 constexpr double kFixtureTol = 1e-4;  // vs the fixture outputs (golden README §0)
+constexpr char kScenarioEnv[] = "LA_SHARD_TEST_SCENARIO";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Shared helpers.
@@ -82,6 +88,16 @@ CausalWanS2V UnshardedModel(const std::string& lora_path, c10::ScalarType dtype)
   return std::move(m).value();
 }
 
+// The unsharded model, with the FP8 weights of models::dit::Fp8DitWeights when `fp8` (the reference for sharded FP8).
+std::unique_ptr<CausalWanS2V> UnshardedModel(const std::string& lora_path, c10::ScalarType dtype, bool fp8) {
+  auto m = std::make_unique<CausalWanS2V>(UnshardedModel(lora_path, dtype));
+  if (fp8) {
+    auto q = models::dit::Fp8DitWeights::Attach(m.get());
+    if (!q.ok()) throw StatusError(q.status());
+  }
+  return m;
+}
+
 std::string CaseLoraPath(const GoldenCase& c) {
   return c.HasMeta("lora") ? (fs::path(GoldenDir("dit")) / c.Meta("lora")).string() : std::string();
 }
@@ -98,58 +114,6 @@ bool AllStoredFp32(const io::TensorStore& store) {
     if (store.Meta(k).value().dtype != io::DType::kF32) return false;
   }
   return true;
-}
-
-// Runs one sink/stream case (inputs from the fixture, as tests/models/dit/dit_golden_test.cpp does) and returns
-// the model's value for every out.* tensor of the case.
-std::map<std::string, at::Tensor> RunCase(const CausalWanS2V& model, const GoldenCase& c, c10::ScalarType dtype) {
-  std::map<std::string, at::Tensor> out;
-  const int64_t layers = model.config().num_layers;
-  const int64_t fs = c.MetaInt("frame_seqlen");
-  if (c.kind() == "sink") {
-    const auto ref = c.Get("in.ref_latents");
-    const int64_t ring = runtime::LatentFramesPerClip(48, models::dit::kAudioPrefixFrames, 19) * fs;
-    auto g = model.CacheGeometry(ref.size(3), ref.size(4), ring / fs, c.MetaInt("cond_capacity"));
-    runtime::DitStepCache cache(g, at::TensorOptions().dtype(dtype));
-    model.SinkPrefill({ref, c.Get("in.motion_latents"), c.Get("in.context")}, cache);
-    for (int64_t i = 0; i < layers; ++i) {
-      const std::string p = "out.kv." + std::to_string(i) + ".";
-      out[p + "cond_k"] = cache.layer(i).cond_k.to(at::kFloat);
-      out[p + "cond_v"] = cache.layer(i).cond_v.to(at::kFloat);
-      out[p + "cond_end"] = at::full({1}, cache.layer(i).cond_end, at::kLong);
-    }
-    return out;
-  }
-  const auto x = c.Get("in.x");
-  const auto k0 = c.Get("in.kv.0.k");
-  auto g = model.CacheGeometry(x.size(2), x.size(3), k0.size(1) / fs, c.Get("in.kv.0.cond_k").size(1));
-  runtime::DitStepCache cache(g, at::TensorOptions().dtype(dtype));
-  for (int64_t i = 0; i < layers; ++i) {
-    const std::string p = "in.kv." + std::to_string(i) + ".";
-    auto& l = cache.layer(i);
-    l.k.copy_(c.Get(p + "k"));
-    l.v.copy_(c.Get(p + "v"));
-    l.cond_k.copy_(c.Get(p + "cond_k"));
-    l.cond_v.copy_(c.Get(p + "cond_v"));
-    l.cond_end = c.Get(p + "cond_end").item<int64_t>();
-  }
-  models::dit::StreamInputs in;
-  in.x = x;
-  in.timestep = c.Get("in.t");
-  in.context = c.Get("in.context");
-  in.cond_states = c.Get("in.cond_states");
-  in.audio_input = c.Get("in.audio_input");
-  in.current_start = c.MetaInt("current_start");
-  in.relative_dist = c.MetaInt("relative_dist");
-  const auto plan = runtime::PlanRing(in.current_start, x.size(1) * fs, k0.size(1));
-  out["out.x0_flow"] = model.StreamBlock(in, cache);
-  for (int64_t i = 0; i < layers; ++i) {
-    const std::string p = "out.kv." + std::to_string(i) + ".";
-    const int64_t n = c.Get(p + "k_written").size(1);
-    out[p + "k_written"] = cache.layer(i).k.narrow(1, plan.write_pos, n).to(at::kFloat);
-    out[p + "v_written"] = cache.layer(i).v.narrow(1, plan.write_pos, n).to(at::kFloat);
-  }
-  return out;
 }
 
 // Compares `got` (sharded) with `ref` (unsharded) and the fixture; returns an empty string or the failures.
@@ -206,15 +170,6 @@ std::shared_ptr<io::TensorStore> RandomLora(const std::vector<models::WeightSpec
 // ---------------------------------------------------------------------------------------------------------------
 // Worker side (multi-process scenarios).
 
-#define SHARD_CHECK(cond, what)                                                                              \
-  do {                                                                                                       \
-    if (!(cond)) {                                                                                           \
-      std::fprintf(stderr, "check failed on rank %d: %s (%s:%d)\n", rank, std::string(what).c_str(), __FILE__, \
-                   __LINE__);                                                                                \
-      return 1;                                                                                              \
-    }                                                                                                        \
-  } while (0)
-
 StatusOr<CommunicatorPtr> JoinGlooWorld(Milliseconds timeout) {
   LA_ASSIGN_OR_RETURN(WorldInfo world, DetectWorld());
   CommOptions options;
@@ -233,18 +188,19 @@ int EnvInt(const char* name, int fallback) {
 int RunFixtureCases() {
   int rank = -1;
   auto comm = JoinGlooWorld(std::chrono::seconds(60));
-  SHARD_CHECK(comm.ok(), "join: " + comm.status().ToString());
+  WORKER_CHECK(comm.ok(), "join: " + comm.status().ToString());
   rank = (*comm)->Rank();
   const int size = (*comm)->Size();
   ShardOptions options;
   options.prefetch = EnvInt("LA_SHARD_TEST_PREFETCH", 1);
   options.shard_root = EnvInt("LA_SHARD_TEST_SHARD_ROOT", 0) != 0;
+  options.fp8 = EnvInt("LA_SHARD_TEST_FP8", 0) != 0;
   const bool with_bf16 = EnvInt("LA_SHARD_TEST_BF16", 0) != 0;
   const DitConfig config = FixtureConfig();
   const auto store = FixtureStore();
   const int64_t stored_total = SumBytes(*store);
   const auto cases = testing::DiscoverCases("dit", {"sink", "stream"});
-  SHARD_CHECK(!cases.empty(), "no sink/stream cases in " + GoldenDir("dit"));
+  WORKER_CHECK(!cases.empty(), "no sink/stream cases in " + GoldenDir("dit"));
 
   std::vector<c10::ScalarType> dtypes = {at::kFloat};
   if (with_bf16) dtypes.push_back(at::kBFloat16);
@@ -260,22 +216,24 @@ int RunFixtureCases() {
         ShardOptions o = options;
         o.lora_path = lora;
         auto m = ShardManager::Create(config, *store, *comm, o);
-        SHARD_CHECK(m.ok(), "ShardManager::Create: " + m.status().ToString());
+        WORKER_CHECK(m.ok(), "ShardManager::Create: " + m.status().ToString());
         managers[lora] = std::move(m).value();
-        unsharded[lora] = std::make_unique<CausalWanS2V>(UnshardedModel(lora, dtype));
+        unsharded[lora] = UnshardedModel(lora, dtype, options.fp8);
       }
       ShardManager& m = *managers[lora];
-      const auto got = RunCase(m.model(), c, dtype);
-      const auto ref = RunCase(*unsharded[lora], c, dtype);
-      const std::string errors =
-          CompareCase(c, got, ref, /*check_fixture=*/dtype == at::kFloat, &worst_shard, &worst_fixture);
-      SHARD_CHECK(errors.empty(), c.name() + " (" + c10::toString(dtype) + "):" + errors);
+      const auto got = testing::RunDitCase(m.model(), c, dtype);
+      const auto ref = testing::RunDitCase(*unsharded[lora], c, dtype);
+      const std::string errors = CompareCase(c, got, ref, /*check_fixture=*/dtype == at::kFloat && !options.fp8,
+                                             &worst_shard, &worst_fixture);
+      WORKER_CHECK(errors.empty(), c.name() + " (" + c10::toString(dtype) + "):" + errors);
       // Nothing of any block stays installed or pending between calls.
       for (const auto& kv : m.model().weights()) {
-        SHARD_CHECK(kv.first.compare(0, 7, "blocks.") != 0, "block weight left installed: " + kv.first);
+        WORKER_CHECK(kv.first.compare(0, 7, "blocks.") != 0, "block weight left installed: " + kv.first);
+        WORKER_CHECK(!options.fp8 || !models::dit::IsFp8LinearWeight(kv.first) || kv.second.numel() == 0,
+                     "dequantised injector weight left installed: " + kv.first);
       }
       const ShardAccounting a = m.accounting();
-      SHARD_CHECK(a.unshard_in_use_bytes == 0, "unshard buffers still in use after " + c.name());
+      WORKER_CHECK(a.unshard_in_use_bytes == 0, "unshard buffers still in use after " + c.name());
     }
     for (const auto& [lora, m] : managers) {
       const ShardAccounting a = m->accounting();
@@ -283,41 +241,42 @@ int RunFixtureCases() {
       const int64_t expect_buffers = std::min<int64_t>(options.prefetch + 1, L);
       const int64_t share = a.total_param_bytes / size;
       // Resident parameters: this rank's slices + the root unit, within total/N + one block + root.
-      SHARD_CHECK(a.resident_shard_bytes + a.root_bytes <= share + a.block_bytes + a.root_bytes,
-                  "resident " + std::to_string(a.resident_shard_bytes) + " > share " + std::to_string(share) +
-                      " + block " + std::to_string(a.block_bytes));
-      SHARD_CHECK(a.resident_shard_bytes < a.total_param_bytes - a.root_bytes || size == 1,
-                  "a rank holds every block");
+      WORKER_CHECK(a.resident_shard_bytes + a.root_bytes <= share + a.block_bytes + a.root_bytes,
+                   "resident " + std::to_string(a.resident_shard_bytes) + " > share " + std::to_string(share) +
+                       " + block " + std::to_string(a.block_bytes));
+      WORKER_CHECK(a.resident_shard_bytes < a.total_param_bytes - a.root_bytes || size == 1,
+                   "a rank holds every block");
       // Unshard buffers: never more than prefetch + 1 blocks, and exactly that many were needed.
-      SHARD_CHECK(a.peak_unshard_in_use_bytes <= (options.prefetch + 1) * a.block_bytes,
-                  "peak unshard bytes " + std::to_string(a.peak_unshard_in_use_bytes));
-      SHARD_CHECK(m->peak_buffers_in_use() == expect_buffers,
-                  "peak buffers in use " + std::to_string(m->peak_buffers_in_use()));
-      SHARD_CHECK(a.unshard_buffer_bytes == expect_buffers * a.block_bytes, "pool size");
+      WORKER_CHECK(a.peak_unshard_in_use_bytes <= (options.prefetch + 1) * a.block_bytes,
+                   "peak unshard bytes " + std::to_string(a.peak_unshard_in_use_bytes));
+      WORKER_CHECK(m->peak_buffers_in_use() == expect_buffers,
+                   "peak buffers in use " + std::to_string(m->peak_buffers_in_use()));
+      WORKER_CHECK(a.unshard_buffer_bytes == expect_buffers * a.block_bytes, "pool size");
       // Disk: this rank's share (plus the whole root unit when it is replicated). The fixture stores fp32.
       int64_t root_stored = 0;
       for (const auto& p : m->root_layout().params) root_stored += static_cast<int64_t>(store->Meta(p.key)->nbytes());
       const int64_t expect_read_max = options.shard_root ? a.resident_shard_bytes + m->root_layout().shard_bytes
                                                          : a.resident_shard_bytes + root_stored;
-      SHARD_CHECK(a.bytes_read <= expect_read_max || dtype != at::kFloat || !AllStoredFp32(*store),
-                  "bytes read " + std::to_string(a.bytes_read) + " > " + std::to_string(expect_read_max));
+      WORKER_CHECK(a.bytes_read <= expect_read_max || dtype != at::kFloat || options.fp8 || !AllStoredFp32(*store),
+                   "bytes read " + std::to_string(a.bytes_read) + " > " + std::to_string(expect_read_max));
       at::Tensor reads = at::full({1}, a.bytes_read, at::kLong);
       Status s = (*comm)->AllReduceSum(reads)->Wait();
-      SHARD_CHECK(s.ok(), s.ToString());
+      WORKER_CHECK(s.ok(), s.ToString());
       const int64_t sum_reads = reads.item<int64_t>();
       const int64_t expect_sum = options.shard_root ? stored_total : stored_total + (size - 1) * root_stored;
-      SHARD_CHECK(sum_reads == expect_sum,
-                  "sum of bytes read " + std::to_string(sum_reads) + " != " + std::to_string(expect_sum));
+      WORKER_CHECK(sum_reads == expect_sum,
+                   "sum of bytes read " + std::to_string(sum_reads) + " != " + std::to_string(expect_sum));
       const ShardAccounting plan = ShardManager::Plan(config, m->options(), size);
-      SHARD_CHECK(plan.resident_shard_bytes == a.resident_shard_bytes && plan.root_bytes == a.root_bytes &&
-                      plan.block_bytes == a.block_bytes && plan.total_param_bytes == a.total_param_bytes &&
-                      plan.unshard_buffer_bytes == a.unshard_buffer_bytes,
-                  "Plan() disagrees with Create()");
+      WORKER_CHECK(plan.resident_shard_bytes == a.resident_shard_bytes && plan.root_bytes == a.root_bytes &&
+                       plan.block_bytes == a.block_bytes && plan.total_param_bytes == a.total_param_bytes &&
+                       plan.unshard_buffer_bytes == a.unshard_buffer_bytes && plan.dequant_bytes == a.dequant_bytes &&
+                       a.peak_bytes <= plan.peak_bytes,
+                   "Plan() disagrees with Create()");
       std::fprintf(stderr,
-                   "rank %d/%d %s lora=%d prefetch=%d shard_root=%d: total %lld B, resident shards %lld B "
+                   "rank %d/%d %s fp8=%d lora=%d prefetch=%d shard_root=%d: total %lld B, resident shards %lld B "
                    "(share %lld B), root %lld B, block %lld B, peak unshard in use %lld B (%d buffers), bytes read "
                    "%lld B (%.3f of total/N + root%s), gathers %lld\n",
-                   rank, size, c10::toString(dtype), lora.empty() ? 0 : 1, options.prefetch, options.shard_root ? 1 : 0,
+                   rank, size, c10::toString(dtype), options.fp8 ? 1 : 0, lora.empty() ? 0 : 1, options.prefetch, options.shard_root ? 1 : 0,
                    static_cast<long long>(a.total_param_bytes), static_cast<long long>(a.resident_shard_bytes),
                    static_cast<long long>(share), static_cast<long long>(a.root_bytes),
                    static_cast<long long>(a.block_bytes), static_cast<long long>(a.peak_unshard_in_use_bytes),
@@ -327,13 +286,13 @@ int RunFixtureCases() {
                                                               : (stored_total - root_stored) / size + root_stored),
                    options.shard_root ? " (root sharded)" : "", static_cast<long long>(a.gathers));
     }
-    char fixture[64] = "(checked in fp32 only)";
-    if (dtype == at::kFloat) std::snprintf(fixture, sizeof(fixture), "%.3g", worst_fixture);
+    char fixture[64] = "(checked in fp32 without fp8 only)";
+    if (dtype == at::kFloat && !options.fp8) std::snprintf(fixture, sizeof(fixture), "%.3g", worst_fixture);
     std::fprintf(stderr, "rank %d/%d %s: %zu cases, worst rel L2 vs unsharded %.3g, vs fixture %s\n", rank, size,
                  c10::toString(dtype), cases.size(), worst_shard, fixture);
   }
   Status s = (*comm)->Barrier()->Wait();
-  SHARD_CHECK(s.ok(), s.ToString());
+  WORKER_CHECK(s.ok(), s.ToString());
   return 0;
 }
 
@@ -342,15 +301,15 @@ int RunFixtureCases() {
 int RunNeverJoined() {
   int rank = -1;
   auto comm = JoinGlooWorld(std::chrono::milliseconds(1500));
-  SHARD_CHECK(comm.ok(), "join: " + comm.status().ToString());
+  WORKER_CHECK(comm.ok(), "join: " + comm.status().ToString());
   rank = (*comm)->Rank();
   const DitConfig config = FixtureConfig();
   auto m = ShardManager::Open(GoldenDir("dit"), *comm, ShardOptions{});
-  SHARD_CHECK(m.ok(), m.status().ToString());
+  WORKER_CHECK(m.ok(), m.status().ToString());
   CollectiveOptions patient;  // only the model's collectives use the short default timeout
   patient.timeout = std::chrono::seconds(60);
   Status s = (*comm)->Barrier(patient)->Wait();
-  SHARD_CHECK(s.ok(), s.ToString());
+  WORKER_CHECK(s.ok(), s.ToString());
   if (rank != 0) {
     std::this_thread::sleep_for(std::chrono::seconds(4));
     return 0;
@@ -373,11 +332,11 @@ int RunNeverJoined() {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "rank 0 got (%.2f s): %s\n", seconds, got.ToString().c_str());
-  SHARD_CHECK(got.code() == Status::Code::kDeadlineExceeded, "expected DeadlineExceeded: " + got.ToString());
-  SHARD_CHECK(got.message().find("FSDP all-gather of block 0") != std::string::npos, "message names the block");
-  SHARD_CHECK(got.message().find("rank 1") != std::string::npos, "message names the missing rank");
-  SHARD_CHECK(seconds < 10.0, "timeout honoured");
-  SHARD_CHECK((*m)->accounting().unshard_in_use_bytes == 0, "buffers released after the failure");
+  WORKER_CHECK(got.code() == Status::Code::kDeadlineExceeded, "expected DeadlineExceeded: " + got.ToString());
+  WORKER_CHECK(got.message().find("FSDP all-gather of block 0") != std::string::npos, "message names the block");
+  WORKER_CHECK(got.message().find("rank 1") != std::string::npos, "message names the missing rank");
+  WORKER_CHECK(seconds < 10.0, "timeout honoured");
+  WORKER_CHECK((*m)->accounting().unshard_in_use_bytes == 0, "buffers released after the failure");
   return 0;
 }
 
@@ -386,26 +345,11 @@ int RunShardScenario(const std::string& scenario) {
   int rank = -1;
   if (scenario == "fixture_cases") return RunFixtureCases();
   if (scenario == "never_joined") return RunNeverJoined();
-  SHARD_CHECK(false, "unknown scenario " + scenario);
+  WORKER_CHECK(false, "unknown scenario " + scenario);
   return 1;
 }
 
-struct ShardWorkerHook {
-  ShardWorkerHook() {
-    const char* scenario = std::getenv("LA_SHARD_TEST_SCENARIO");
-    if (scenario == nullptr || *scenario == '\0') return;
-    int rc = 1;
-    try {
-      rc = RunShardScenario(scenario);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "worker exception: %s\n", e.what());
-    }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    _exit(rc);
-  }
-};
-ShardWorkerHook shard_worker_hook;
+LA_DIST_WORKER_HOOK(kScenarioEnv, RunShardScenario);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test side: in-process tests.
@@ -465,6 +409,7 @@ TEST(FlatParamTest, SliceLoraMergeMatchesMergeLoraOnTheFullWeight) {
       p.key = key;
       p.shape = w.sizes().vec();
       p.dtype = dtype;
+      p.value_dtype = dtype;
       p.numel = w.numel();
       p.nbytes = p.numel * static_cast<int64_t>(c10::elementSize(dtype));
       const int64_t cols = w.size(1);
@@ -542,6 +487,143 @@ TEST(FlatParamTest, SlicesOfEveryRankReassembleTheUnitAndReadOnlyTheirShare) {
   }
 }
 
+// A sink prefill then one streaming call of `model` on seeded random inputs at 8x8 latents (the same inputs for
+// every model of the fixture config), with the cache they leave.
+struct RandomCall {
+  at::Tensor flow;
+  std::unique_ptr<runtime::DitStepCache> cache;
+};
+RandomCall RunRandomCall(const CausalWanS2V& model, c10::ScalarType dtype) {
+  const DitConfig& config = model.config();
+  const int64_t h = 8, w = 8;
+  RandomCall r;
+  r.cache = std::make_unique<runtime::DitStepCache>(model.CacheGeometry(h, w, 12), at::TensorOptions().dtype(dtype));
+  at::manual_seed(0);
+  models::dit::SinkInputs sink{at::randn({1, config.in_dim, 1, h, w}), at::randn({1, config.in_dim, 19, h, w}),
+                               at::randn({5, config.text_dim})};
+  models::dit::StreamInputs in;
+  in.x = at::randn({config.in_dim, 3, h, w});
+  in.timestep = at::full({1, 3}, 500.0);
+  in.context = sink.context;
+  in.audio_input = at::randn({1, 25, config.audio_dim, 12});
+  in.relative_dist = 10;
+  model.SinkPrefill(sink, *r.cache);
+  r.flow = model.StreamBlock(in, *r.cache);
+  return r;
+}
+
+TEST(FlatParamTest, Fp8SlicesEncodeLikeTheWholeTensor) {
+  // Every rank converts its ranges, the amax is the max over ranks, each encodes with the common scale: the
+  // reassembled codes equal QuantizeFp8PerTensor of the whole (LoRA-merged, dtype-rounded) tensor.
+  const DitConfig config = FixtureConfig();
+  const auto specs = models::dit::DitWeightSpecs(config);
+  const auto store = FixtureStore();
+  auto lora = ResolveSliceLora(RandomLora(specs, 2), specs, 2.0, 2, models::DefaultLoraTargets());
+  ASSERT_TRUE(lora.ok()) << lora.status().ToString();
+  WeightMap full = FixtureCheckpoint("").weights;
+  ASSERT_TRUE(models::MergeLora(full, *lora->store, 2.0, 2).ok());
+  std::vector<models::WeightSpec> block;
+  for (const auto& s : specs) {
+    if (s.key.compare(0, 9, "blocks.1.") == 0) block.push_back(s);
+  }
+  const auto fp8_of = [](const std::string& k) { return models::dit::IsFp8LinearWeight(k); };
+  for (c10::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int n : {1, 2, 3, 5}) {
+      const FlatLayout l = MakeFlatLayout(
+          block, [dtype](const std::string& k) { return CausalWanS2V::WeightDtype(k, dtype); }, n, fp8_of);
+      ASSERT_TRUE(HasFp8(l));
+      std::vector<std::vector<ShardPiece>> pieces(static_cast<size_t>(n));
+      at::Tensor amax;
+      for (int r = 0; r < n; ++r) {
+        auto p = ReadShard(l, r, *store, &*lora);
+        ASSERT_TRUE(p.ok()) << p.status().ToString();
+        pieces[static_cast<size_t>(r)] = std::move(p).value();
+        const at::Tensor mine = Fp8AbsMaxOfPieces(l, pieces[static_cast<size_t>(r)]);
+        amax = r == 0 ? mine : at::maximum(amax, mine);
+      }
+      Fp8Scales scales;
+      int64_t k = 0;
+      for (const auto& p : l.params) {
+        if (p.fp8) scales[p.key] = models::Fp8Scale(amax[k++].item<float>());
+      }
+      EXPECT_EQ(k, amax.numel());
+      at::Tensor flat = at::empty({l.padded_bytes}, at::kByte);
+      for (int r = 0; r < n; ++r) {
+        at::Tensor shard = at::empty({l.shard_bytes}, at::kByte);
+        ASSERT_TRUE(WriteShard(l, pieces[static_cast<size_t>(r)], scales, shard).ok());
+        flat.narrow(0, l.ShardBegin(r), l.shard_bytes).copy_(shard);
+      }
+      const WeightMap views = ViewParams(l, flat);
+      int fp8_params = 0;
+      for (const auto& p : l.params) {
+        const at::Tensor dense = full.at(p.key).to(p.value_dtype);
+        if (!p.fp8) {
+          EXPECT_EQ(p.dtype, p.value_dtype);
+          EXPECT_LE(RelL2(views.at(p.key), dense), dtype == at::kFloat ? kShardTol : 1e-2) << p.key;
+          continue;
+        }
+        ++fp8_params;
+        EXPECT_EQ(p.dtype, at::kByte) << p.key;
+        EXPECT_EQ(p.nbytes, p.numel) << p.key;
+        const models::Fp8Tensor whole = models::QuantizeFp8PerTensor(dense);
+        EXPECT_FLOAT_EQ(1.0f / scales.at(p.key), whole.scale_inv) << p.key;
+        const double same = views.at(p.key).eq(whole.codes).to(at::kFloat).mean().item<double>();
+        // fp32: identical; bf16: the per-slice LoRA merge may round a tie differently in a few elements.
+        EXPECT_GE(same, dtype == at::kFloat ? 1.0 : 0.999) << p.key << " with " << n << " ranks";
+      }
+      EXPECT_EQ(fp8_params, 10);  // self_attn and cross_attn q/k/v/o, ffn.0 and ffn.2
+    }
+  }
+  // An FP8 piece without a scale is an argument error naming the key.
+  const FlatLayout l = MakeFlatLayout(block, [](const std::string&) { return at::kFloat; }, 1, fp8_of);
+  auto p = ReadShard(l, 0, *store, nullptr);
+  ASSERT_TRUE(p.ok());
+  at::Tensor shard = at::empty({l.shard_bytes}, at::kByte);
+  Status st = WriteShard(l, *p, {}, shard);
+  EXPECT_EQ(st.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("blocks.1."), std::string::npos) << st.message();
+}
+
+TEST(ShardManagerTest, Fp8WorldOfOneMatchesTheUnshardedFp8Model) {
+  const DitConfig config = FixtureConfig();
+  ShardOptions o;
+  o.fp8 = true;
+  o.dtype = at::kBFloat16;
+  auto m = ShardManager::Create(config, *FixtureStore(), MakeFakeCommunicator(), o);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const auto ref = UnshardedModel("", at::kBFloat16, /*fp8=*/true);
+  const RandomCall want = RunRandomCall(*ref, at::kBFloat16);
+  const RandomCall got = RunRandomCall((*m)->model(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(got.flow, want.flow)) << "rel L2 " << RelL2(got.flow, want.flow);
+  // FP8 codes travel: the block unit is smaller than in bf16 and the layer's dense FP8 weights are transient.
+  ShardOptions bf16 = o;
+  bf16.fp8 = false;
+  const ShardAccounting a = (*m)->accounting();
+  const ShardAccounting dense = ShardManager::Plan(config, bf16, 1);
+  EXPECT_LT(a.block_bytes, dense.block_bytes);
+  EXPECT_GT(a.dequant_bytes, 0);
+  EXPECT_EQ(dense.dequant_bytes, 0);
+  EXPECT_EQ(a.peak_bytes, a.resident_bytes() + a.dequant_bytes);
+  const ShardAccounting plan = ShardManager::Plan(config, o, 1);
+  EXPECT_EQ(plan.block_bytes, a.block_bytes);
+  EXPECT_EQ(plan.dequant_bytes, a.dequant_bytes);
+  EXPECT_EQ(plan.peak_bytes, a.peak_bytes);
+  for (const auto& [key, t] : (*m)->model().weights()) {
+    if (models::dit::IsFp8LinearWeight(key)) {
+      EXPECT_EQ(t.numel(), 0) << key << " is a placeholder between calls";
+    }
+  }
+  // A non-finite value in an FP8 weight is corruption naming the key.
+  WeightMap weights = FixtureCheckpoint("").weights;
+  weights.at("blocks.0.ffn.2.weight")[0][1] = std::numeric_limits<float>::infinity();
+  auto bad = ShardManager::Create(
+      config, *io::MakeMemoryStore(std::map<std::string, at::Tensor>(weights.begin(), weights.end()), "mem_ckpt"),
+      MakeFakeCommunicator(), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(bad.status().message().find("blocks.0.ffn.2.weight"), std::string::npos) << bad.status().message();
+}
+
 TEST(ShardManagerTest, WorldOfOneMatchesTheUnshardedModel) {
   const DitConfig config = FixtureConfig();
   for (int prefetch : {0, 1, 2, 9}) {
@@ -550,27 +632,12 @@ TEST(ShardManagerTest, WorldOfOneMatchesTheUnshardedModel) {
     auto m = ShardManager::Create(config, *FixtureStore(), MakeFakeCommunicator(), o);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     const CausalWanS2V ref = UnshardedModel("", at::kFloat);
-    const int64_t h = 8, w = 8;
-    const auto g = ref.CacheGeometry(h, w, 12);
-    runtime::DitStepCache cache_a(g, at::TensorOptions().dtype(at::kFloat));
-    runtime::DitStepCache cache_b(g, at::TensorOptions().dtype(at::kFloat));
-    at::manual_seed(0);
-    models::dit::SinkInputs sink{at::randn({1, config.in_dim, 1, h, w}), at::randn({1, config.in_dim, 19, h, w}),
-                                 at::randn({5, config.text_dim})};
-    models::dit::StreamInputs in;
-    in.x = at::randn({config.in_dim, 3, h, w});
-    in.timestep = at::full({1, 3}, 500.0);
-    in.context = sink.context;
-    in.audio_input = at::randn({1, 25, config.audio_dim, 12});
-    in.relative_dist = 10;
-    ref.SinkPrefill(sink, cache_a);
-    (*m)->model().SinkPrefill(sink, cache_b);
-    const auto flow_a = ref.StreamBlock(in, cache_a);
-    const auto flow_b = (*m)->model().StreamBlock(in, cache_b);
-    EXPECT_LE(RelL2(flow_b, flow_a), kShardTol) << "prefetch " << prefetch;
+    const RandomCall want = RunRandomCall(ref, at::kFloat);
+    const RandomCall got = RunRandomCall((*m)->model(), at::kFloat);
+    EXPECT_LE(RelL2(got.flow, want.flow), kShardTol) << "prefetch " << prefetch;
     for (int64_t i = 0; i < config.num_layers; ++i) {
-      EXPECT_LE(RelL2(cache_b.layer(i).cond_k, cache_a.layer(i).cond_k), kShardTol);
-      EXPECT_LE(RelL2(cache_b.layer(i).k, cache_a.layer(i).k), kShardTol);
+      EXPECT_LE(RelL2(got.cache->layer(i).cond_k, want.cache->layer(i).cond_k), kShardTol);
+      EXPECT_LE(RelL2(got.cache->layer(i).k, want.cache->layer(i).k), kShardTol);
     }
     const ShardAccounting a = (*m)->accounting();
     const int64_t buffers = std::min<int64_t>(prefetch + 1, config.num_layers);
@@ -677,24 +744,10 @@ TEST(ShardManagerTest, CheckpointAndOptionErrorsNameTheKeyOrFlag) {
 // ---------------------------------------------------------------------------------------------------------------
 // Test side: multi-process (Gloo).
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("/proc/self/exe");
-}
-
 LaunchResult RunShardWorkers(int nproc, const std::string& scenario,
-                             std::vector<std::pair<std::string, std::string>> env = {}) {
-  LaunchOptions o;
-  o.extra_env = {{"LA_SHARD_TEST_SCENARIO", scenario}, {"OMP_NUM_THREADS", "1"}};
-  for (auto& kv : env) o.extra_env.push_back(std::move(kv));
-  o.kill_grace = std::chrono::seconds(2);
-  return LaunchLocal(nproc, {SelfExe()}, o);
+                             const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  return testutil::RunScenarioWorkers(kScenarioEnv, nproc, scenario, env);
 }
-
-#define SKIP_WITHOUT_GLOO()                  \
-  if (!BackendCompiled(BackendKind::kGloo)) \
-  GTEST_SKIP() << "gloo backend not compiled in (install libgloo-dev)"
 
 TEST(ShardManagerGlooTest, FixtureCasesMatchUnshardedOnTwoRanks) {
   SKIP_WITHOUT_GLOO();
@@ -708,6 +761,18 @@ TEST(ShardManagerGlooTest, FixtureCasesMatchUnshardedOnFourRanksWithShardedRoot)
   SKIP_WITHOUT_GLOO();
   LaunchResult r =
       RunShardWorkers(4, "fixture_cases", {{"LA_SHARD_TEST_PREFETCH", "2"}, {"LA_SHARD_TEST_SHARD_ROOT", "1"}});
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+}
+
+TEST(ShardManagerGlooTest, Fp8FixtureCasesMatchUnshardedFp8OnThreeRanks) {
+  // Three ranks split most FP8 tensors across slices, so the per-tensor amax needs the max all-reduce; the root
+  // is sharded too (the injectors' FP8 weights).
+  SKIP_WITHOUT_GLOO();
+  LaunchResult r = RunShardWorkers(3, "fixture_cases",
+                                   {{"LA_SHARD_TEST_PREFETCH", "1"},
+                                    {"LA_SHARD_TEST_SHARD_ROOT", "1"},
+                                    {"LA_SHARD_TEST_FP8", "1"},
+                                    {"LA_SHARD_TEST_BF16", "1"}});
   EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }
 

@@ -21,6 +21,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "dist/dist_test_harness.h"
 #include "liveavatar/dist/communicator.h"
 #include "liveavatar/dist/launcher.h"
 #include "liveavatar/dist/ulysses.h"
@@ -30,6 +31,7 @@
 #include "liveavatar/models/dit/weights.h"
 #include "liveavatar/models/lora.h"
 #include "liveavatar/runtime/kv_cache.h"
+#include "liveavatar/testing/dit_case.h"
 #include "liveavatar/testing/golden.h"
 
 namespace liveavatar::dist {
@@ -43,6 +45,7 @@ using testing::GoldenCase;
 using testing::GoldenDir;
 using testing::RelL2;
 
+constexpr char kScenarioEnv[] = "LA_ULYSSES_TEST_SCENARIO";
 constexpr double kSplitTol = 1e-5;
 constexpr double kBf16SplitTol = 1e-2;  // bf16 rounding may differ with the matmul row count
 constexpr int64_t kRandomHeads = 5;
@@ -59,21 +62,6 @@ int64_t CacheBytes(const runtime::DitStepCache& cache) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker side.
-
-#define WORKER_CHECK(cond, what)                                                                             \
-  do {                                                                                                       \
-    if (!(cond)) {                                                                                           \
-      std::fprintf(stderr, "check failed on rank %d: %s (%s:%d)\n", rank, std::string(what).c_str(), __FILE__, \
-                   __LINE__);                                                                                \
-      return 1;                                                                                              \
-    }                                                                                                        \
-  } while (0)
-
-#define WORKER_OK(expr)                                          \
-  do {                                                           \
-    const Status s_ = (expr);                                    \
-    WORKER_CHECK(s_.ok(), std::string(#expr) + ": " + s_.ToString()); \
-  } while (0)
 
 // A model variant the cases run on.
 struct Variant {
@@ -156,7 +144,7 @@ int RunSink(Communicator& comm, const std::shared_ptr<SequenceParallel>& sp, Cau
             const GoldenCase& c, const std::string& what, Totals* totals) {
   const int rank = comm.Rank();
   const auto ref = c.Get("in.ref_latents");
-  const models::dit::SinkInputs in{ref, c.Get("in.motion_latents"), c.Get("in.context")};
+  const models::dit::SinkInputs in = testing::DitSinkInputs(c);
   const int64_t lat_h = ref.size(3), lat_w = ref.size(4);
   const int64_t cap = c.MetaInt("cond_capacity");
   const int64_t heads = model.config().num_heads;
@@ -207,14 +195,7 @@ int RunStream(Communicator& comm, const std::shared_ptr<SequenceParallel>& sp, C
     }
     l.cond_end = c.Get(p + "cond_end").item<int64_t>();
   }
-  models::dit::StreamInputs in;
-  in.x = x;
-  in.timestep = c.Get("in.t");
-  in.context = c.Get("in.context");
-  in.cond_states = c.Get("in.cond_states");
-  in.audio_input = c.Get("in.audio_input");
-  in.current_start = c.MetaInt("current_start");
-  in.relative_dist = c.MetaInt("relative_dist");
+  const models::dit::StreamInputs in = testing::DitStreamInputs(c);
 
   WORKER_OK(model.set_sequence_parallel(sp));
   const auto g = model.CacheGeometry(x.size(2), x.size(3), ring / fs, cap);
@@ -383,41 +364,12 @@ int RunScenario(const std::string& scenario) {
   return 1;
 }
 
-struct WorkerHook {
-  WorkerHook() {
-    const char* scenario = std::getenv("LA_ULYSSES_TEST_SCENARIO");
-    if (scenario == nullptr || *scenario == '\0') return;
-    int rc = 1;
-    try {
-      rc = RunScenario(scenario);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "worker exception: %s\n", e.what());
-    }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    _exit(rc);
-  }
-};
-WorkerHook worker_hook;
+LA_DIST_WORKER_HOOK(kScenarioEnv, RunScenario);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test side.
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("/proc/self/exe");
-}
-
-LaunchResult RunWorkers(int nproc) {
-  LaunchOptions o;
-  o.extra_env = {{"LA_ULYSSES_TEST_SCENARIO", "parity"}, {"OMP_NUM_THREADS", "1"}};
-  o.kill_grace = std::chrono::seconds(2);
-  return LaunchLocal(nproc, {SelfExe()}, o);
-}
-
-#define SKIP_WITHOUT_GLOO()                                                                                 \
-  if (!BackendCompiled(BackendKind::kGloo)) GTEST_SKIP() << "gloo backend not compiled in (install libgloo-dev)"
+LaunchResult RunWorkers(int nproc) { return testutil::RunScenarioWorkers(kScenarioEnv, nproc, "parity"); }
 
 TEST(UlyssesTest, MatchesSingleProcessOnTwoRanks) {
   SKIP_WITHOUT_GLOO();

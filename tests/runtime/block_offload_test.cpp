@@ -13,6 +13,7 @@
 #include "liveavatar/models/lora.h"
 #include "liveavatar/runtime/block_offload.h"
 #include "liveavatar/runtime/kv_cache.h"
+#include "liveavatar/testing/dit_case.h"
 #include "liveavatar/testing/golden.h"
 
 namespace liveavatar {
@@ -204,25 +205,6 @@ TEST(BlockOffload, PlanMatchesCreate) {
 
 class GoldenBlockOffload : public ::testing::TestWithParam<std::string> {};
 
-// The case's cache (ring and cond capacity as stored in the fixture) filled from its in.kv.* tensors.
-runtime::DitStepCache CaseCache(const GoldenCase& c, const CausalWanS2V& model, c10::ScalarType dtype) {
-  const auto x = c.Get("in.x");
-  const auto k0 = c.Get("in.kv.0.k");
-  const int64_t fs = model.config().FrameSeqLen(x.size(2), x.size(3));
-  auto g = model.CacheGeometry(x.size(2), x.size(3), k0.size(1) / fs, c.Get("in.kv.0.cond_k").size(1));
-  runtime::DitStepCache cache(g, at::TensorOptions().dtype(dtype));
-  for (int64_t i = 0; i < model.config().num_layers; ++i) {
-    const std::string p = "in.kv." + std::to_string(i) + ".";
-    auto& l = cache.layer(i);
-    l.k.copy_(c.Get(p + "k"));
-    l.v.copy_(c.Get(p + "v"));
-    l.cond_k.copy_(c.Get(p + "cond_k"));
-    l.cond_v.copy_(c.Get(p + "cond_v"));
-    l.cond_end = c.Get(p + "cond_end").item<int64_t>();
-  }
-  return cache;
-}
-
 void ExpectCachesEqual(const runtime::DitStepCache& a, const runtime::DitStepCache& b) {
   ASSERT_EQ(a.num_layers(), b.num_layers());
   for (int64_t i = 0; i < a.num_layers(); ++i) {
@@ -255,32 +237,23 @@ void RunCase(const GoldenCase& c, c10::ScalarType dtype, int lookahead) {
   auto off = MakeOffloaded(ckpt, lookahead, dtype);
   const auto& model = off->model();
   if (c.kind() == "sink") {
-    const auto ref = c.Get("in.ref_latents");
-    const int64_t fs = c.MetaInt("frame_seqlen");
     const int64_t ring_frames = runtime::LatentFramesPerClip(48, models::dit::kAudioPrefixFrames, 19);
-    const auto g = plain->CacheGeometry(ref.size(3), ref.size(4), ring_frames, c.MetaInt("cond_capacity"));
-    ASSERT_EQ(g.ring_tokens, ring_frames * fs);
-    runtime::DitStepCache a(g, at::TensorOptions().dtype(dtype)), b(g, at::TensorOptions().dtype(dtype));
-    const models::dit::SinkInputs in{ref, c.Get("in.motion_latents"), c.Get("in.context")};
+    auto a = testing::DitSinkCache(*plain, c, dtype);
+    auto b = testing::DitSinkCache(*plain, c, dtype);
+    ASSERT_EQ(a.geometry().ring_tokens, ring_frames * c.MetaInt("frame_seqlen"));
+    const models::dit::SinkInputs in = testing::DitSinkInputs(c);
     plain->SinkPrefill(in, a);
     model.SinkPrefill(in, b);
     ExpectCachesEqual(a, b);
     // A second call (prefetched across the call boundary) is still exact.
-    runtime::DitStepCache b2(g, at::TensorOptions().dtype(dtype));
+    auto b2 = testing::DitSinkCache(*plain, c, dtype);
     model.SinkPrefill(in, b2);
     ExpectCachesEqual(a, b2);
   } else {
-    auto a = CaseCache(c, *plain, dtype);
-    auto b = CaseCache(c, model, dtype);
-    auto b2 = CaseCache(c, model, dtype);
-    models::dit::StreamInputs in;
-    in.x = c.Get("in.x");
-    in.timestep = c.Get("in.t");
-    in.context = c.Get("in.context");
-    in.cond_states = c.Get("in.cond_states");
-    in.audio_input = c.Get("in.audio_input");
-    in.current_start = c.MetaInt("current_start");
-    in.relative_dist = c.MetaInt("relative_dist");
+    auto a = testing::DitStreamCache(*plain, c, dtype);
+    auto b = testing::DitStreamCache(model, c, dtype);
+    auto b2 = testing::DitStreamCache(model, c, dtype);
+    const models::dit::StreamInputs in = testing::DitStreamInputs(c);
     const auto fa = plain->StreamBlock(in, a);
     const auto fb = model.StreamBlock(in, b);
     const auto fb2 = model.StreamBlock(in, b2);

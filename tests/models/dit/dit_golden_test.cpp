@@ -1,5 +1,6 @@
 // Parity of the S2V DiT with the golden fixtures (golden README §1): every case of <golden>/dit is discovered and
 // dispatched on its "kind"; config and weights come from the fixture folder.
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -10,6 +11,7 @@
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/models/lora.h"
 #include "liveavatar/runtime/kv_cache.h"
+#include "liveavatar/testing/dit_case.h"
 #include "liveavatar/testing/golden.h"
 
 namespace liveavatar::models::dit {
@@ -50,16 +52,6 @@ CausalWanS2V MakeModel(DitCheckpoint ckpt, c10::ScalarType dtype) {
   return std::move(model).value();
 }
 
-// Cache of the case's geometry (ring and cond capacity as stored in the fixture).
-runtime::DitStepCache MakeCache(const CausalWanS2V& model, int64_t latent_h, int64_t latent_w, int64_t ring_tokens,
-                                int64_t cond_capacity, c10::ScalarType dtype) {
-  const int64_t fs = model.config().FrameSeqLen(latent_h, latent_w);
-  EXPECT_EQ(ring_tokens % fs, 0);
-  auto g = model.CacheGeometry(latent_h, latent_w, ring_tokens / fs, cond_capacity);
-  EXPECT_EQ(g.ring_tokens, ring_tokens);
-  return runtime::DitStepCache(g, at::TensorOptions().dtype(dtype));
-}
-
 // Collects debug intermediates into a map.
 struct Recorder {
   std::map<std::string, at::Tensor> values;
@@ -90,84 +82,59 @@ void RunAudioEncoder(const GoldenCase& c) {
   EXPECT_TRUE(RelL2Within(tokens.local, c.Get("out.local"), kFp32Tol, "out.local"));
 }
 
-void RunSink(const GoldenCase& c, c10::ScalarType dtype, double tol) {
-  auto model = MakeModel(CheckpointFor(c), dtype);
-  Recorder rec;
-  if (dtype == at::kFloat) model.set_debug_tap(rec.Tap());
-  const auto ref = c.Get("in.ref_latents");
-  const int64_t fs = c.MetaInt("frame_seqlen");
-  // The ring is not used by the sink pass; size it like the pipeline (48 frames + 73 motion → 12 latent frames).
-  const int64_t ring = runtime::LatentFramesPerClip(48, kAudioPrefixFrames, 19) * fs;
-  auto cache = MakeCache(model, ref.size(3), ref.size(4), ring, c.MetaInt("cond_capacity"), dtype);
-  model.SinkPrefill({ref, c.Get("in.motion_latents"), c.Get("in.context")}, cache);
-  CheckDebug(c, rec, kFp32Tol);
+// Every out.* tensor of the case against the model's value (integer tensors exactly); returns the worst rel L2.
+double CheckOutputs(const GoldenCase& c, const std::map<std::string, at::Tensor>& got, double tol) {
   double worst = 0;
-  for (int64_t i = 0; i < model.config().num_layers; ++i) {
-    const std::string p = "out.kv." + std::to_string(i) + ".";
-    const auto& l = cache.layer(i);
-    EXPECT_EQ(l.cond_end, c.Get(p + "cond_end").item<int64_t>()) << p;
-    for (const auto& [name, t] : {std::pair<std::string, at::Tensor>{"cond_k", l.cond_k}, {"cond_v", l.cond_v}}) {
-      worst = std::max(worst, RelL2(t.to(at::kFloat), c.Get(p + name)));
-      EXPECT_TRUE(RelL2Within(t.to(at::kFloat), c.Get(p + name), tol, p + name));
+  for (const auto& key : c.Keys("out.")) {
+    auto it = got.find(key);
+    if (it == got.end()) {
+      ADD_FAILURE() << key << " not produced";
+      continue;
     }
+    const auto ref = c.Get(key);
+    if (!c10::isFloatingType(ref.scalar_type())) {
+      EXPECT_EQ(it->second.item<int64_t>(), ref.item<int64_t>()) << key;
+      continue;
+    }
+    worst = std::max(worst, RelL2(it->second, ref));
+    EXPECT_TRUE(RelL2Within(it->second, ref, tol, key));
   }
-  std::printf("[dit] %s (%s): worst out.* rel L2 %.3g\n", c.name().c_str(), c10::toString(dtype), worst);
+  return worst;
 }
 
-void RunStream(const GoldenCase& c, c10::ScalarType dtype, double tol) {
+// Runs a sink or stream case in `dtype` (debug intermediates checked in fp32) and checks every out.* tensor.
+void RunSinkOrStream(const GoldenCase& c, c10::ScalarType dtype, double tol) {
   auto model = MakeModel(CheckpointFor(c), dtype);
   Recorder rec;
   if (dtype == at::kFloat) model.set_debug_tap(rec.Tap());
-  const auto x = c.Get("in.x");
-  const auto k0 = c.Get("in.kv.0.k");
-  auto cache = MakeCache(model, x.size(2), x.size(3), k0.size(1), c.Get("in.kv.0.cond_k").size(1), dtype);
-  for (int64_t i = 0; i < model.config().num_layers; ++i) {
-    const std::string p = "in.kv." + std::to_string(i) + ".";
-    auto& l = cache.layer(i);
-    l.k.copy_(c.Get(p + "k"));
-    l.v.copy_(c.Get(p + "v"));
-    l.cond_k.copy_(c.Get(p + "cond_k"));
-    l.cond_v.copy_(c.Get(p + "cond_v"));
-    l.cond_end = c.Get(p + "cond_end").item<int64_t>();
-  }
-  StreamInputs in;
-  in.x = x;
-  in.timestep = c.Get("in.t");
-  in.context = c.Get("in.context");
-  in.cond_states = c.Get("in.cond_states");
-  in.audio_input = c.Get("in.audio_input");
-  in.current_start = c.MetaInt("current_start");
-  in.relative_dist = c.MetaInt("relative_dist");
-  const auto plan = runtime::PlanRing(in.current_start, x.size(1) * c.MetaInt("frame_seqlen"), k0.size(1));
-  EXPECT_EQ(plan.write_pos, c.MetaInt("write_pos"));
-  auto flow = model.StreamBlock(in, cache);
+  testing::DitCaseRun run;
+  const auto out = testing::RunDitCase(model, c, dtype, &run);
   CheckDebug(c, rec, kFp32Tol);
-  double worst = RelL2(flow, c.Get("out.x0_flow"));
-  EXPECT_TRUE(RelL2Within(flow, c.Get("out.x0_flow"), tol, "out.x0_flow"));
-  for (int64_t i = 0; i < model.config().num_layers; ++i) {
-    const std::string p = "out.kv." + std::to_string(i) + ".";
-    const auto& l = cache.layer(i);
-    const auto ref_k = c.Get(p + "k_written");
-    auto k = l.k.narrow(1, plan.write_pos, ref_k.size(1)).to(at::kFloat);
-    auto v = l.v.narrow(1, plan.write_pos, ref_k.size(1)).to(at::kFloat);
-    worst = std::max({worst, RelL2(k, ref_k), RelL2(v, c.Get(p + "v_written"))});
-    EXPECT_TRUE(RelL2Within(k, ref_k, tol, p + "k_written"));
-    EXPECT_TRUE(RelL2Within(v, c.Get(p + "v_written"), tol, p + "v_written"));
+  // The cache geometry reproduces the fixture's ring: the pipeline's 12 latent frames for a sink case (the
+  // ring is not used by the sink pass), the ring of in.kv for a stream case.
+  if (c.kind() == "sink") {
+    EXPECT_EQ(run.cache.geometry().ring_tokens,
+              runtime::LatentFramesPerClip(48, kAudioPrefixFrames, 19) * c.MetaInt("frame_seqlen"));
+  } else {
+    EXPECT_EQ(run.cache.geometry().ring_tokens, c.Get("in.kv.0.k").size(1));
+    EXPECT_EQ(run.plan.write_pos, c.MetaInt("write_pos"));
   }
-  std::printf("[dit] %s (%s): out.x0_flow rel L2 %.3g, worst out.* %.3g\n", c.name().c_str(), c10::toString(dtype),
-              RelL2(flow, c.Get("out.x0_flow")), worst);
+  const double worst = CheckOutputs(c, out, tol);
+  if (c.kind() == "stream") {
+    std::printf("[dit] %s (%s): out.x0_flow rel L2 %.3g, worst out.* %.3g\n", c.name().c_str(),
+                c10::toString(dtype), RelL2(out.at("out.x0_flow"), c.Get("out.x0_flow")), worst);
+  } else {
+    std::printf("[dit] %s (%s): worst out.* rel L2 %.3g\n", c.name().c_str(), c10::toString(dtype), worst);
+  }
 }
-
 
 TEST_P(GoldenDit, MatchesReferenceFp32) {
   GoldenCase c(GetParam());
   const auto kind = c.kind();
   if (kind == "causal_audio_encoder") {
     RunAudioEncoder(c);
-  } else if (kind == "sink") {
-    RunSink(c, at::kFloat, kFp32Tol);
-  } else if (kind == "stream") {
-    RunStream(c, at::kFloat, kFp32Tol);
+  } else if (kind == "sink" || kind == "stream") {
+    RunSinkOrStream(c, at::kFloat, kFp32Tol);
   } else {
     FAIL() << "unknown DiT case kind \"" << kind << "\"";
   }
@@ -176,10 +143,8 @@ TEST_P(GoldenDit, MatchesReferenceFp32) {
 TEST_P(GoldenDit, MatchesReferenceBf16) {
   GoldenCase c(GetParam());
   const auto kind = c.kind();
-  if (kind == "sink") {
-    RunSink(c, at::kBFloat16, kBf16Tol);
-  } else if (kind == "stream") {
-    RunStream(c, at::kBFloat16, kBf16Tol);
+  if (kind == "sink" || kind == "stream") {
+    RunSinkOrStream(c, at::kBFloat16, kBf16Tol);
   } else {
     GTEST_SKIP() << "bf16 parity covers the sink and stream kinds";
   }

@@ -3,6 +3,7 @@
 // fixtures hold no FP8 outputs; the fp32 `out.*` tensors are the reference). docs/fp8.md records the numbers.
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -12,7 +13,7 @@
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/models/dit/weights.h"
 #include "liveavatar/models/lora.h"
-#include "liveavatar/runtime/kv_cache.h"
+#include "liveavatar/testing/dit_case.h"
 #include "liveavatar/testing/golden.h"
 
 namespace liveavatar::models::dit {
@@ -67,39 +68,20 @@ struct StreamResult {
   std::vector<at::Tensor> k_written, v_written;  // per layer, fp32
 };
 
-// Runs the case's streaming call on `model` (cache in `dtype`, filled from the case's in.kv).
-StreamResult RunStream(const GoldenCase& c, const CausalWanS2V& model, c10::ScalarType dtype) {
-  const auto x = c.Get("in.x");
-  const auto k0 = c.Get("in.kv.0.k");
-  const int64_t fs = c.MetaInt("frame_seqlen");
-  auto g = model.CacheGeometry(x.size(2), x.size(3), k0.size(1) / fs, c.Get("in.kv.0.cond_k").size(1));
-  runtime::DitStepCache cache(g, at::TensorOptions().dtype(dtype));
-  for (int64_t i = 0; i < model.config().num_layers; ++i) {
-    const std::string p = "in.kv." + std::to_string(i) + ".";
-    auto& l = cache.layer(i);
-    l.k.copy_(c.Get(p + "k"));
-    l.v.copy_(c.Get(p + "v"));
-    l.cond_k.copy_(c.Get(p + "cond_k"));
-    l.cond_v.copy_(c.Get(p + "cond_v"));
-    l.cond_end = c.Get(p + "cond_end").item<int64_t>();
-  }
-  StreamInputs in;
-  in.x = x;
-  in.timestep = c.Get("in.t");
-  in.context = c.Get("in.context");
-  in.cond_states = c.Get("in.cond_states");
-  in.audio_input = c.Get("in.audio_input");
-  in.current_start = c.MetaInt("current_start");
-  in.relative_dist = c.MetaInt("relative_dist");
+// The flow and written k/v rows among a stream case's out.* tensors (model outputs or the fixture's).
+StreamResult FromOutputs(const std::map<std::string, at::Tensor>& out, int64_t num_layers) {
   StreamResult r;
-  r.flow = model.StreamBlock(in, cache).to(at::kFloat);
-  const auto plan = runtime::PlanRing(in.current_start, x.size(1) * fs, k0.size(1));
-  for (int64_t i = 0; i < model.config().num_layers; ++i) {
-    const auto n = c.Get("out.kv." + std::to_string(i) + ".k_written").size(1);
-    r.k_written.push_back(cache.layer(i).k.narrow(1, plan.write_pos, n).to(at::kFloat));
-    r.v_written.push_back(cache.layer(i).v.narrow(1, plan.write_pos, n).to(at::kFloat));
+  r.flow = out.at("out.x0_flow");
+  for (int64_t i = 0; i < num_layers; ++i) {
+    r.k_written.push_back(out.at("out.kv." + std::to_string(i) + ".k_written"));
+    r.v_written.push_back(out.at("out.kv." + std::to_string(i) + ".v_written"));
   }
   return r;
+}
+
+// Runs the case's streaming call on `model` (cache in `dtype`, filled from the case's in.kv).
+StreamResult RunStream(const GoldenCase& c, const CausalWanS2V& model, c10::ScalarType dtype) {
+  return FromOutputs(testing::RunDitCase(model, c, dtype), model.config().num_layers);
 }
 
 // Worst rel L2 over flow and every written k/v row block.
@@ -112,13 +94,9 @@ double WorstRelL2(const StreamResult& a, const StreamResult& b) {
 }
 
 StreamResult Reference(const GoldenCase& c, int64_t num_layers) {
-  StreamResult r;
-  r.flow = c.Get("out.x0_flow");
-  for (int64_t i = 0; i < num_layers; ++i) {
-    r.k_written.push_back(c.Get("out.kv." + std::to_string(i) + ".k_written"));
-    r.v_written.push_back(c.Get("out.kv." + std::to_string(i) + ".v_written"));
-  }
-  return r;
+  std::map<std::string, at::Tensor> out;
+  for (const auto& key : c.Keys("out.")) out[key] = c.Get(key);
+  return FromOutputs(out, num_layers);
 }
 
 TEST(DitFp8, QuantisesExactlyTheReferenceLinears) {
