@@ -45,7 +45,8 @@ std::string PlanPredictionText(const pipeline::RunOptions& run, int rank);
 // processes (offload, T5 on the CPU, FSDP, Ulysses, VAE rank); OutOfMemory when none fits.
 StatusOr<pipeline::RunOptions> ApplyAutoPlan(const pipeline::RunOptions& run);
 // --max_gpu_mem_gb on CUDA: caps LibTorch's caching allocator on `device_index` at that many GiB
-// (setMemoryFraction). No-op without the flag or in a CPU build.
-Status ApplyGpuMemoryCap(const pipeline::RunOptions& run, int device_index);
+// (setMemoryFraction). `ranks_sharing` ranks use that device (each with the same cap): InvalidArgument when
+// their caps together exceed it. No-op without the flag or in a CPU build.
+Status ApplyGpuMemoryCap(const pipeline::RunOptions& run, int device_index, int ranks_sharing = 1);
 
 }  // namespace liveavatar::cli

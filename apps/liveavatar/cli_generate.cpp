@@ -32,6 +32,14 @@ namespace liveavatar::cli {
 
 namespace {
 
+// The CUDA device of local rank `local_rank`: one GPU per rank, or round-robin when more local ranks than GPUs
+// share them (memory emulation with --max_gpu_mem_gb; the collectives are then staged through host memory over
+// Gloo, dist::UsesHostStaging).
+int DeviceIndexFor(int local_rank) {
+  const int gpus = at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0;
+  return gpus > 0 ? local_rank % gpus : local_rank;
+}
+
 // `local_rank` selects the GPU of a multi-process run.
 pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int local_rank = 0) {
   pipeline::EngineOptions e;
@@ -41,7 +49,7 @@ pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int l
   e.training_config = run.generate.training_config;
   e.t5_cpu = run.memory.t5_cpu;
   if (at::hasCUDA()) {
-    e.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+    e.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(DeviceIndexFor(local_rank)));
     e.dtype = c10::kBFloat16;
   } else {
     // fp32 on the CPU: the reference numerics without bf16 rounding (the CPU path is for tests and demos).
@@ -249,13 +257,26 @@ int RunGenerateRank(const ParsedCommand& cmd, const Layout& layout) {
 
 // The memory plan comes before anything loads: --auto_plan may change the layout and memory modes, and a plan
 // that does not fit the device stops the run with the alternatives that would (docs/memory.md).
-StatusOr<pipeline::RunOptions> PlannedRun(const pipeline::RunOptions& run, int local_rank) {
+StatusOr<pipeline::RunOptions> PlannedRun(const pipeline::RunOptions& run, const dist::WorldInfo& world) {
   pipeline::RunOptions out = run;
+  // Ranks sharing a GPU only make sense as an emulation of smaller cards: each needs its own cap.
+  const int gpus = at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0;
+  int sharing = 1;
+  if (gpus > 0 && world.local_world_size > gpus) {
+    if (run.memory.max_gpu_mem_gb <= 0) {
+      return Status::InvalidArgument(std::to_string(world.local_world_size) + " ranks on this node but " +
+                                     std::to_string(gpus) + " GPU(s): ranks would share GPUs; pass --max_gpu_mem_gb "
+                                     "to cap each rank (memory emulation; collectives then go through host memory "
+                                     "over Gloo, slowly) or start at most " + std::to_string(gpus) + " ranks");
+    }
+    const int device = DeviceIndexFor(world.local_rank);
+    sharing = world.local_world_size / gpus + (device < world.local_world_size % gpus ? 1 : 0);
+  }
   if (run.memory.auto_plan) {
     LA_ASSIGN_OR_RETURN(out, ApplyAutoPlan(run));
   }
   LA_RETURN_IF_ERROR(PreflightPlan(out));
-  LA_RETURN_IF_ERROR(ApplyGpuMemoryCap(out, local_rank));
+  LA_RETURN_IF_ERROR(ApplyGpuMemoryCap(out, DeviceIndexFor(world.local_rank), sharing));
   return out;
 }
 
@@ -270,7 +291,7 @@ int RunGenerate(const ParsedCommand& parsed) {
   }
   {
     auto world = dist::DetectWorld();
-    auto planned = PlannedRun(cmd.run, world.ok() ? world->local_rank : 0);
+    auto planned = PlannedRun(cmd.run, world.ok() ? *world : dist::WorldInfo{});
     if (!planned.ok()) {
       LA_LOG_ERROR("generate: {}", planned.status().message());
       return planned.status().code() == Status::Code::kInvalidArgument ? 2 : 1;

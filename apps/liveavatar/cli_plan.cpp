@@ -494,21 +494,24 @@ StatusOr<pipeline::RunOptions> ApplyAutoPlan(const pipeline::RunOptions& run) {
   return out;
 }
 
-Status ApplyGpuMemoryCap(const pipeline::RunOptions& run, int device_index) {
+Status ApplyGpuMemoryCap(const pipeline::RunOptions& run, int device_index, int ranks_sharing) {
   if (run.memory.max_gpu_mem_gb <= 0) return Status::Ok();
 #ifdef LIVEAVATAR_HAVE_CUDA
   if (!at::hasCUDA()) return Status::Ok();
   const auto* props = at::cuda::getDeviceProperties(device_index);
   const double total = static_cast<double>(props->totalGlobalMem);
   const double cap = run.memory.max_gpu_mem_gb * kGiB;
-  if (cap > total) {
-    return Status::InvalidArgument("--max_gpu_mem_gb " + std::to_string(run.memory.max_gpu_mem_gb) + " exceeds the " +
-                                   Gib(static_cast<int64_t>(total)) + " GiB of cuda:" + std::to_string(device_index));
+  if (cap * ranks_sharing > total) {
+    return Status::InvalidArgument("--max_gpu_mem_gb " + std::to_string(run.memory.max_gpu_mem_gb) +
+                                   (ranks_sharing > 1 ? " x " + std::to_string(ranks_sharing) + " ranks" : "") +
+                                   " exceeds the " + Gib(static_cast<int64_t>(total)) + " GiB of cuda:" +
+                                   std::to_string(device_index));
   }
   c10::cuda::CUDACachingAllocator::setMemoryFraction(cap / total, device_index);
   return Status::Ok();
 #else
   (void)device_index;
+  (void)ranks_sharing;
   return Status::Ok();  // CPU build: the cap only feeds the planner
 #endif
 }

@@ -117,8 +117,14 @@ StatusOr<CommunicatorPtr> InitCommunicator(const WorldInfo& world, const CommOpt
   Milliseconds rdzv_timeout = options.rendezvous_timeout.count() > 0 ? options.rendezvous_timeout : timeout;
 
   BackendKind kind = options.backend;
+  const bool staged = UsesHostStaging(world, kind);
   if (kind == BackendKind::kAuto) {
-    if (CudaAvailable()) {
+    if (staged) {
+      kind = BackendKind::kGloo;
+      LA_LOG_WARN("dist: {} local ranks share {} GPU(s): collectives are staged through host memory over Gloo "
+                  "(slow; for memory emulation with --max_gpu_mem_gb)",
+                  world.local_world_size, at::getNumGPUs());
+    } else if (CudaAvailable()) {
       kind = BackendKind::kNccl;
     } else {
       kind = world.world_size == 1 ? BackendKind::kFake : BackendKind::kGloo;
@@ -164,7 +170,15 @@ StatusOr<CommunicatorPtr> InitCommunicator(const WorldInfo& world, const CommOpt
 #if LIVEAVATAR_HAVE_NCCL
   if (kind == BackendKind::kNccl) return internal::CreateNcclCommunicator(ctx);
 #endif
-  return internal::CreateGlooCommunicator(ctx);
+  LA_ASSIGN_OR_RETURN(CommunicatorPtr gloo, internal::CreateGlooCommunicator(ctx));
+  return staged ? MakeHostStagedCommunicator(std::move(gloo)) : gloo;
+}
+
+bool UsesHostStaging(const WorldInfo& world, BackendKind backend) {
+  if (!at::hasCUDA()) return false;
+  if (backend == BackendKind::kGloo) return true;
+  return backend == BackendKind::kAuto && world.world_size > 1 &&
+         static_cast<size_t>(world.local_world_size) > at::getNumGPUs();
 }
 
 }  // namespace liveavatar::dist

@@ -146,7 +146,9 @@ ShardManager::ShardManager(CommunicatorPtr group, const ShardOptions& options)
 
 ShardManager::~ShardManager() {
   // No waiting here: a peer may be gone. Buffers still targeted by an in-flight NCCL gather are protected by the
-  // communicator (it marks them in use on its stream for the caching allocator).
+  // communicator (it marks them in use on its stream for the caching allocator). Host-to-device copies into
+  // staging slices are local: wait for them before the slices are freed.
+  if (transfer_) transfer_->Synchronize();
   pending_.clear();
 }
 
@@ -164,7 +166,9 @@ ShardAccounting ShardManager::Plan(const DitConfig& config, const ShardOptions& 
   const int64_t layers = static_cast<int64_t>(units.blocks.size());
   a.total_param_bytes = block.param_bytes * layers + root.param_bytes;
   a.block_bytes = block.padded_bytes;
-  a.resident_shard_bytes = block.shard_bytes * layers;
+  a.resident_shard_bytes = options.offload_shards ? 0 : block.shard_bytes * layers;
+  a.host_shard_bytes = options.offload_shards ? block.shard_bytes * layers : 0;
+  a.staging_bytes = options.offload_shards ? std::min<int64_t>(options.prefetch + 1, layers) * block.shard_bytes : 0;
   a.root_bytes = root.padded_bytes;
   a.unshard_buffer_bytes = std::min<int64_t>(options.prefetch + 1, layers) * block.padded_bytes;
   a.peak_unshard_buffer_bytes = a.unshard_buffer_bytes;
@@ -202,15 +206,25 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& co
     a.total_param_bytes += l.param_bytes;
   }
 
-  // Block slices: filled on the host one block at a time, then moved to the device.
+  // Block slices: filled on the host one block at a time, then moved to the device (or kept on the host, in
+  // page-locked slabs, with offload_shards).
   const int64_t shard_bytes = m->layouts_.front().shard_bytes;
   const auto byte_opts = at::TensorOptions().dtype(at::kByte);
-  m->shards_ = at::empty({m->num_layers_, shard_bytes}, byte_opts.device(options.device));
-  a.resident_shard_bytes = m->shards_.numel();
-  const bool on_host = options.device.is_cpu();
+  if (options.offload_shards) {
+    std::vector<runtime::HostTensorSpec> specs(static_cast<size_t>(m->num_layers_), {{shard_bytes}, at::kByte});
+    m->host_shards_ = runtime::AllocateHostTensors(specs, /*pinned=*/options.device.is_cuda()).tensors;
+    a.host_shard_bytes = shard_bytes * m->num_layers_;
+    m->transfer_ = std::make_unique<runtime::TransferStream>(options.device);
+  } else {
+    m->shards_ = at::empty({m->num_layers_, shard_bytes}, byte_opts.device(options.device));
+    a.resident_shard_bytes = m->shards_.numel();
+  }
+  const bool on_host = options.device.is_cpu() || options.offload_shards;
   at::Tensor staging = on_host ? at::Tensor() : at::empty({shard_bytes}, byte_opts);
   for (int64_t i = 0; i < m->num_layers_; ++i) {
-    at::Tensor dst = on_host ? m->shards_.select(0, i) : staging;
+    at::Tensor dst = options.offload_shards ? m->host_shards_[static_cast<size_t>(i)]
+                     : on_host             ? m->shards_.select(0, i)
+                                           : staging;
     LA_RETURN_IF_ERROR(m->LoadUnit(m->layouts_[static_cast<size_t>(i)], rank, size > 1, store, lora_ptr, dst,
                                    "block " + std::to_string(i)));
     if (!on_host) m->shards_.select(0, i).copy_(staging);
@@ -330,6 +344,7 @@ void ShardManager::ResetPeaks() {
 
 void ShardManager::NoteUsage() {
   acct_.unshard_buffer_bytes = buffers_allocated_ * acct_.block_bytes;
+  acct_.staging_bytes = staging_allocated_ * layouts_.front().shard_bytes;
   acct_.unshard_in_use_bytes = static_cast<int64_t>(pending_.size()) * acct_.block_bytes;
   acct_.peak_unshard_in_use_bytes = std::max(acct_.peak_unshard_in_use_bytes, acct_.unshard_in_use_bytes);
   acct_.peak_unshard_buffer_bytes = std::max(acct_.peak_unshard_buffer_bytes, acct_.unshard_buffer_bytes);
@@ -351,7 +366,25 @@ void ShardManager::Issue(int64_t layer) {
     ++buffers_allocated_;
   }
   Pending p;
-  p.work = group_->AllGatherIntoTensor(buffer, shards_.select(0, layer));
+  at::Tensor input;
+  if (options_.offload_shards) {
+    if (!free_staging_.empty()) {
+      p.staging = std::move(free_staging_.back());
+      free_staging_.pop_back();
+    } else {
+      p.staging = at::empty({layouts_.front().shard_bytes},
+                            at::TensorOptions().dtype(at::kByte).device(options_.device));
+      ++staging_allocated_;
+    }
+    // The staging slice may still be read by an earlier all-gather the compute stream has waited for.
+    transfer_->WaitForCompute();
+    transfer_->Copy(p.staging, host_shards_[static_cast<size_t>(layer)]);
+    transfer_->MakeComputeWait(transfer_->Record());  // the all-gather is ordered after the compute stream
+    input = p.staging;
+  } else {
+    input = shards_.select(0, layer);
+  }
+  p.work = group_->AllGatherIntoTensor(buffer, input);
   p.buffer = std::move(buffer);
   pending_[layer] = std::move(p);
   ++acct_.gathers;
@@ -371,6 +404,7 @@ void ShardManager::Release(int64_t layer) {
     }
   }
   free_buffers_.push_back(std::move(it->second.buffer));
+  if (it->second.staging.defined()) free_staging_.push_back(std::move(it->second.staging));
   pending_.erase(it);
   NoteUsage();
 }

@@ -230,17 +230,13 @@ Status TppDriver::Impl::LoadModels() {
     return Status::Ok();
   }
   dit = engine->mutable_dit();
-  if (topology.dit_fsdp && options.offload_blocks) {
-    return Status::InvalidArgument(
-        "--offload_model True with --dit_fsdp: not supported together (both supply the DiT blocks; FSDP already "
-        "keeps only 1/N of them per rank)");
-  }
   if (topology.dit_fsdp) {
     dist::ShardOptions so;
     so.prefetch = static_cast<int>(topology.fsdp_prefetch);
     so.dtype = options.dtype;
     so.device = options.device;
     so.fp8 = options.fp8;
+    so.offload_shards = options.offload_blocks;  // --offload_model True: this rank's slices stay on the host
     if (options.load_lora) {
       LA_ASSIGN_OR_RETURN(LoraChoice lora, ResolveLora(options));
       so.lora_path = lora.path;

@@ -373,9 +373,9 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
         "--dit_fsdp needs ranks that run the same blocks in lockstep: with pipeline stages the FSDP group "
         "is the Ulysses group, so use --ulysses_size > 1");
   }
-  if (in.offload_dit_blocks && (in.dit_fsdp || in.fp8)) {
-    return fail(std::string("--offload_model True with ") + (in.dit_fsdp ? "--dit_fsdp" : "--fp8") +
-                ": not supported together (both supply the DiT blocks); choose one");
+  if (in.offload_dit_blocks && in.fp8 && !(in.dit_fsdp && u > 1)) {
+    return fail("--offload_model True with --fp8: not supported together without --dit_fsdp (both supply the DiT "
+                "blocks); choose one");
   }
   p.dit_stages = stages;
   const Geometry g = MakeGeometry(in);
@@ -417,11 +417,20 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
     };
     // DiT weights.
     if (fsdp) {
-      const int64_t shard = dit.total - dit.blocks + CeilDiv(dit.blocks, u);
-      add("dit_weights",
-          Fmt("FSDP shard: blocks %.2f GiB / %.0f + root %.2f GiB", dit.blocks / double(kGiB), u,
-              (dit.total - dit.blocks) / double(kGiB)),
-          shard, in.encoders_first ? 0 : shard, shard);
+      if (in.offload_dit_blocks) {
+        // --offload_model with FSDP: the slices stay on the host; (1 + prefetch) staging slices on the device.
+        const int64_t on_device = dit.total - dit.blocks + (1 + in.fsdp_prefetch) * CeilDiv(dit.largest_block, u);
+        add("dit_weights",
+            Fmt("root %.2f GiB + (1 + prefetch) staging slices; FSDP slices %.2f GiB / %.0f in host memory",
+                (dit.total - dit.blocks) / double(kGiB), dit.blocks / double(kGiB), double(u)),
+            on_device, in.encoders_first ? 0 : on_device, on_device);
+      } else {
+        const int64_t shard = dit.total - dit.blocks + CeilDiv(dit.blocks, u);
+        add("dit_weights",
+            Fmt("FSDP shard: blocks %.2f GiB / %.0f + root %.2f GiB", dit.blocks / double(kGiB), u,
+                (dit.total - dit.blocks) / double(kGiB)),
+            shard, in.encoders_first ? 0 : shard, shard);
+      }
       const int64_t unshard = (1 + in.fsdp_prefetch) * dit.largest_block;
       add("fsdp_unshard",
           Fmt("(1 + prefetch %.0f) x one gathered block %.3f GiB", double(in.fsdp_prefetch),
@@ -643,9 +652,9 @@ std::vector<PlanInputs> Variations(const PlanInputs& base, int64_t world) {
       if (base.sample_steps % (dit_ranks / u) != 0) continue;
       for (int fsdp = 0; fsdp <= (u > 1 ? 1 : 0); ++fsdp) {
         for (int om = 0; om <= (f.offload_model || f.offload_dit_blocks ? 1 : 0); ++om) {
-          // --offload_model: blocks streamed where the engine can (not under FSDP or FP8), encoders released
+          // --offload_model: blocks (or FSDP slices) streamed where the engine can (not FP8 without FSDP), encoders released
           // where it implements that. A flag that changes nothing is not a variation.
-          const bool blocks = om == 1 && f.offload_dit_blocks && fsdp == 0 && !base.fp8;
+          const bool blocks = om == 1 && f.offload_dit_blocks && (fsdp == 1 || !base.fp8);
           const bool encoders = om == 1 && f.offload_model;
           if (om == 1 && !blocks && !encoders) continue;
           for (int t5c = 0; t5c <= (f.t5_cpu ? 1 : 0); ++t5c) {

@@ -160,9 +160,10 @@ TEST_F(ParallelGenerate, FourRanksUlyssesWithFsdpMatchSingleProcess) {
   ExpectSameVideoAsSingleProcess("run_4x24gb.sh");
 }
 
-TEST_F(ParallelGenerate, FsdpWithFp8MatchesSingleProcessFp8) {
-  // FP8 conversion per FSDP slice (scales agreed by a max all-reduce) gives the single process's FP8 codes.
-  ExpectSameVideoAsSingleProcess("run_4x24gb.sh", "", "fsdp_fp8", /*fp8=*/true);
+TEST_F(ParallelGenerate, FsdpWithFp8AndOffloadedSlicesMatchesSingleProcessFp8) {
+  // FP8 conversion per FSDP slice (scales agreed by a max all-reduce) gives the single process's FP8 codes, and
+  // --offload_model keeps each rank's slices in host memory (copied in per all-gather).
+  ExpectSameVideoAsSingleProcess("run_4x24gb.sh", "--offload_model True", "fsdp_fp8", /*fp8=*/true);
   EXPECT_FALSE(Reference(true) == Reference(false)) << "FP8 changed nothing";
 }
 

@@ -219,6 +219,22 @@ int RunCollectives() {
   return CheckGroups(**comm);
 }
 
+// The same collectives through the host-staging wrapper (--max_gpu_mem_gb with ranks sharing a GPU), forced to
+// stage CPU tensors: every op goes through host copies, results are copied back at Wait().
+int RunStaged() {
+  auto joined = JoinWorld();
+  int rank = -1;
+  WORKER_OK(joined.status().ok() ? Status::Ok() : joined.status());
+  CommunicatorPtr comm = MakeHostStagedCommunicator(*joined, /*always_stage=*/true);
+  rank = comm->Rank();
+  WORKER_CHECK(std::string(comm->BackendName()) == "gloo+host", "backend name");
+  WORKER_CHECK(!UsesHostStaging(WorldInfo{}, BackendKind::kGloo) || at::hasCUDA(), "staging without a GPU");
+  for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
+    if (CheckCollectives(*comm, dt) != 0) return 1;
+  }
+  return CheckGroups(*comm);
+}
+
 int RunNeverJoined() {
   auto comm = JoinWorld();
   int rank = -1;
@@ -274,6 +290,7 @@ int RunScenario(const std::string& scenario) {
   int rank = -1;
   if (scenario == "collectives") return RunCollectives();
   if (scenario == "never_joined") return RunNeverJoined();
+  if (scenario == "staged") return RunStaged();
   WORKER_CHECK(false, "unknown scenario " + scenario);
   return 1;
 }
@@ -296,6 +313,12 @@ TEST(GlooCommunicatorTest, CollectivesMatchSingleProcessOnTwoRanks) {
 TEST(GlooCommunicatorTest, CollectivesMatchSingleProcessOnFourRanks) {
   SKIP_WITHOUT_GLOO();
   LaunchResult r = RunWorkers(4, "collectives");
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+}
+
+TEST(GlooCommunicatorTest, HostStagedCollectivesMatchSingleProcessOnThreeRanks) {
+  SKIP_WITHOUT_GLOO();
+  LaunchResult r = RunWorkers(3, "staged");
   EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }
 

@@ -195,6 +195,7 @@ int RunFixtureCases() {
   options.prefetch = EnvInt("LA_SHARD_TEST_PREFETCH", 1);
   options.shard_root = EnvInt("LA_SHARD_TEST_SHARD_ROOT", 0) != 0;
   options.fp8 = EnvInt("LA_SHARD_TEST_FP8", 0) != 0;
+  options.offload_shards = EnvInt("LA_SHARD_TEST_OFFLOAD", 0) != 0;
   const bool with_bf16 = EnvInt("LA_SHARD_TEST_BF16", 0) != 0;
   const DitConfig config = FixtureConfig();
   const auto store = FixtureStore();
@@ -240,11 +241,17 @@ int RunFixtureCases() {
       const int64_t L = config.num_layers;
       const int64_t expect_buffers = std::min<int64_t>(options.prefetch + 1, L);
       const int64_t share = a.total_param_bytes / size;
+      // Offloaded slices live on the host; the device holds at most prefetch + 1 staging slices.
+      const int64_t slices = a.resident_shard_bytes + a.host_shard_bytes;
+      WORKER_CHECK(!options.offload_shards || (a.resident_shard_bytes == 0 && a.host_shard_bytes > 0 &&
+                                               a.staging_bytes == expect_buffers * m->block_layout().shard_bytes),
+                   "offloaded slices: device " + std::to_string(a.resident_shard_bytes) + ", staging " +
+                       std::to_string(a.staging_bytes));
       // Resident parameters: this rank's slices + the root unit, within total/N + one block + root.
-      WORKER_CHECK(a.resident_shard_bytes + a.root_bytes <= share + a.block_bytes + a.root_bytes,
+      WORKER_CHECK(slices + a.root_bytes <= share + a.block_bytes + a.root_bytes,
                    "resident " + std::to_string(a.resident_shard_bytes) + " > share " + std::to_string(share) +
                        " + block " + std::to_string(a.block_bytes));
-      WORKER_CHECK(a.resident_shard_bytes < a.total_param_bytes - a.root_bytes || size == 1,
+      WORKER_CHECK(slices < a.total_param_bytes - a.root_bytes || size == 1,
                    "a rank holds every block");
       // Unshard buffers: never more than prefetch + 1 blocks, and exactly that many were needed.
       WORKER_CHECK(a.peak_unshard_in_use_bytes <= (options.prefetch + 1) * a.block_bytes,
@@ -255,8 +262,8 @@ int RunFixtureCases() {
       // Disk: this rank's share (plus the whole root unit when it is replicated). The fixture stores fp32.
       int64_t root_stored = 0;
       for (const auto& p : m->root_layout().params) root_stored += static_cast<int64_t>(store->Meta(p.key)->nbytes());
-      const int64_t expect_read_max = options.shard_root ? a.resident_shard_bytes + m->root_layout().shard_bytes
-                                                         : a.resident_shard_bytes + root_stored;
+      const int64_t expect_read_max = options.shard_root ? slices + m->root_layout().shard_bytes
+                                                         : slices + root_stored;
       WORKER_CHECK(a.bytes_read <= expect_read_max || dtype != at::kFloat || options.fp8 || !AllStoredFp32(*store),
                    "bytes read " + std::to_string(a.bytes_read) + " > " + std::to_string(expect_read_max));
       at::Tensor reads = at::full({1}, a.bytes_read, at::kLong);
@@ -270,6 +277,7 @@ int RunFixtureCases() {
       WORKER_CHECK(plan.resident_shard_bytes == a.resident_shard_bytes && plan.root_bytes == a.root_bytes &&
                        plan.block_bytes == a.block_bytes && plan.total_param_bytes == a.total_param_bytes &&
                        plan.unshard_buffer_bytes == a.unshard_buffer_bytes && plan.dequant_bytes == a.dequant_bytes &&
+                       plan.host_shard_bytes == a.host_shard_bytes && plan.staging_bytes == a.staging_bytes &&
                        a.peak_bytes <= plan.peak_bytes,
                    "Plan() disagrees with Create()");
       std::fprintf(stderr,
@@ -626,9 +634,12 @@ TEST(ShardManagerTest, Fp8WorldOfOneMatchesTheUnshardedFp8Model) {
 
 TEST(ShardManagerTest, WorldOfOneMatchesTheUnshardedModel) {
   const DitConfig config = FixtureConfig();
-  for (int prefetch : {0, 1, 2, 9}) {
+  for (int variant = 0; variant < 6; ++variant) {
+    const int prefetch = std::vector<int>{0, 1, 2, 9, 0, 1}[static_cast<size_t>(variant)];
     ShardOptions o;
     o.prefetch = prefetch;
+    o.offload_shards = variant >= 4;  // slices in host memory, copied to a staging slice per gather
+    SCOPED_TRACE("prefetch " + std::to_string(prefetch) + (o.offload_shards ? ", offloaded slices" : ""));
     auto m = ShardManager::Create(config, *FixtureStore(), MakeFakeCommunicator(), o);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     const CausalWanS2V ref = UnshardedModel("", at::kFloat);
@@ -648,10 +659,16 @@ TEST(ShardManagerTest, WorldOfOneMatchesTheUnshardedModel) {
     EXPECT_EQ(a.gathers, 2 * config.num_layers);
     EXPECT_EQ(a.bytes_read, SumBytes(*FixtureStore()));
     EXPECT_EQ(a.peak_bytes, a.resident_bytes());
+    const int64_t slices = config.num_layers * (*m)->block_layout().shard_bytes;
+    EXPECT_EQ(a.resident_shard_bytes, o.offload_shards ? 0 : slices);
+    EXPECT_EQ(a.host_shard_bytes, o.offload_shards ? slices : 0);
+    EXPECT_EQ(a.staging_bytes, o.offload_shards ? buffers * (*m)->block_layout().shard_bytes : 0);
     const ShardAccounting plan = ShardManager::Plan(config, o, 1);
     EXPECT_EQ(plan.resident_shard_bytes, a.resident_shard_bytes);
     EXPECT_EQ(plan.root_bytes, a.root_bytes);
     EXPECT_EQ(plan.unshard_buffer_bytes, a.unshard_buffer_bytes);
+    EXPECT_EQ(plan.host_shard_bytes, a.host_shard_bytes);
+    EXPECT_EQ(plan.staging_bytes, a.staging_bytes);
     EXPECT_EQ(plan.total_param_bytes, a.total_param_bytes);
     EXPECT_EQ(plan.peak_bytes, a.peak_bytes);
   }
@@ -766,12 +783,13 @@ TEST(ShardManagerGlooTest, FixtureCasesMatchUnshardedOnFourRanksWithShardedRoot)
 
 TEST(ShardManagerGlooTest, Fp8FixtureCasesMatchUnshardedFp8OnThreeRanks) {
   // Three ranks split most FP8 tensors across slices, so the per-tensor amax needs the max all-reduce; the root
-  // is sharded too (the injectors' FP8 weights).
+  // is sharded too (the injectors' FP8 weights), and the FP8 slices are offloaded to host memory.
   SKIP_WITHOUT_GLOO();
   LaunchResult r = RunShardWorkers(3, "fixture_cases",
                                    {{"LA_SHARD_TEST_PREFETCH", "1"},
                                     {"LA_SHARD_TEST_SHARD_ROOT", "1"},
                                     {"LA_SHARD_TEST_FP8", "1"},
+                                    {"LA_SHARD_TEST_OFFLOAD", "1"},
                                     {"LA_SHARD_TEST_BF16", "1"}});
   EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }

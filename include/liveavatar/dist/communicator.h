@@ -169,9 +169,24 @@ using CommunicatorPtr = std::shared_ptr<Communicator>;
 
 // Joins the world described by `world`: rank 0 hosts a c10d TCPStore on master_addr:master_port, every rank
 // connects to it, and the backend's connections are set up through it (NCCL's unique id travels through it).
+// kAuto picks NCCL with one GPU per local rank, Gloo staged through host memory when local ranks share GPUs
+// (UsesHostStaging; logged as a warning), Gloo without a GPU, and "fake" for a world of one without a GPU.
 // Collective: every rank of the world calls it. Errors: Unavailable naming the master address and port when the
 // store cannot be reached within the rendezvous timeout; NotSupported for a backend that was not compiled in.
 StatusOr<CommunicatorPtr> InitCommunicator(const WorldInfo& world, const CommOptions& options = {});
+
+// Device tensors over a host backend (--max_gpu_mem_gb with several ranks on one GPU, where NCCL cannot run:
+// it needs one GPU per rank). Every op copies its device inputs to host memory, runs on `host` (Gloo), and copies
+// the results back; CPU tensors pass straight through unless `always_stage` (tests). Collectives complete before
+// they return, as on Gloo; a staged Recv copies into its tensor when its Work is waited for, and a staged Send
+// keeps its host copy alive until then. Slow (every byte crosses PCIe twice): for memory emulation only.
+// BackendName() is "gloo+host"; sub-groups (NewGroup) are staged too. InitCommunicator picks it by itself (see
+// there). Thread safety: as `host`.
+CommunicatorPtr MakeHostStagedCommunicator(CommunicatorPtr host, bool always_stage = false);
+
+// Whether InitCommunicator on this process stages device tensors through Gloo: a CUDA build with a visible GPU
+// where Gloo was asked for, or kAuto with more local ranks (`local_world_size`) than visible GPUs.
+bool UsesHostStaging(const WorldInfo& world, BackendKind backend);
 
 // The in-process world of size 1 ("fake" backend).
 CommunicatorPtr MakeFakeCommunicator(Milliseconds timeout = kDefaultCollectiveTimeout);

@@ -69,6 +69,7 @@
 #include "liveavatar/io/tensor_store.h"
 #include "liveavatar/models/dit/config.h"
 #include "liveavatar/models/dit/model.h"
+#include "liveavatar/runtime/block_offload.h"
 
 namespace liveavatar::dist {
 
@@ -86,13 +87,19 @@ struct ShardOptions {
   std::optional<int> lora_rank;
   // Store the reference's FP8 linears as per-tensor scaled e4m3fn codes (see "FP8" above).
   bool fp8 = false;
+  // --offload_model True with --dit_fsdp: this rank's block slices stay in host memory (page-locked in CUDA
+  // builds) and each is copied to a device staging slice on a side stream (runtime::TransferStream) right before
+  // its all-gather; the device holds no slices, only the unshard pool and prefetch + 1 staging slices.
+  bool offload_shards = false;
 };
 
 // Per-rank memory and I/O figures (bytes). "Resident" = held between model calls.
 struct ShardAccounting {
   int64_t total_param_bytes = 0;     // the whole model's parameters in their final dtypes (unpadded)
   int64_t block_bytes = 0;           // one block's unit (padded) = one unshard buffer
-  int64_t resident_shard_bytes = 0;  // this rank's slices of every block
+  int64_t resident_shard_bytes = 0;  // this rank's slices of every block on the device (0 with offload_shards)
+  int64_t host_shard_bytes = 0;      // offload_shards: the same slices in host memory
+  int64_t staging_bytes = 0;         // offload_shards: device staging slices allocated (<= prefetch + 1)
   int64_t root_bytes = 0;            // the resident root unit (padded when sharded)
   int64_t unshard_buffer_bytes = 0;  // pool buffers allocated now (at most prefetch + 1 blocks)
   int64_t unshard_in_use_bytes = 0;  // pool buffers holding or receiving a block now
@@ -106,8 +113,8 @@ struct ShardAccounting {
   int64_t lora_bytes_read = 0;  // LoRA bytes read by this rank
   int64_t gathers = 0;          // block all-gathers issued so far
 
-  // resident_shard_bytes + root_bytes + unshard_buffer_bytes.
-  int64_t resident_bytes() const { return resident_shard_bytes + root_bytes + unshard_buffer_bytes; }
+  // Device bytes: resident_shard_bytes + root_bytes + unshard_buffer_bytes + staging_bytes.
+  int64_t resident_bytes() const { return resident_shard_bytes + root_bytes + unshard_buffer_bytes + staging_bytes; }
 };
 
 class ShardManager {
@@ -159,6 +166,7 @@ class ShardManager {
 
   struct Pending {
     at::Tensor buffer;
+    at::Tensor staging;  // offload_shards: the device copy of this rank's slice (the all-gather's input)
     WorkPtr work;
     bool installed = false;
   };
@@ -180,6 +188,10 @@ class ShardManager {
   std::vector<FlatLayout> layouts_;  // per block (same sizes and offsets, keys "blocks.<i>.")
   FlatLayout root_layout_;           // group_size 1 when the root is replicated
   at::Tensor shards_;                                 // [num_layers, shard_bytes] uint8 on options.device
+  std::vector<at::Tensor> host_shards_;               // offload_shards: per layer [shard_bytes] on the host
+  std::vector<at::Tensor> free_staging_;              // offload_shards: device staging slices not in use
+  int staging_allocated_ = 0;
+  std::unique_ptr<runtime::TransferStream> transfer_;  // offload_shards: host -> device copies
   at::Tensor root_;                                   // resident root flat buffer
   std::map<std::string, float> fp8_scale_inv_;        // fp8: 1/s per FP8 key
   std::vector<std::map<std::string, at::Tensor>> root_fp8_;  // fp8: per layer, its injectors' codes (root views)

@@ -90,7 +90,9 @@ struct PlanInputs {
   // ---- Placement ----
   bool offload_model = false;     // T5 and wav2vec2 leave the device after the encode phase
   // DiT blocks live in (pinned) host memory and `offload_lookahead` + 1 of them are on the device at a time
-  // (models/dit/block_offload.h). Not with dit_fsdp or fp8 (the engine refuses those combinations).
+  // (models/dit/block_offload.h); with dit_fsdp the rank's slices live there instead and fsdp_prefetch + 1
+  // staging slices are on the device (dist::ShardOptions::offload_shards). Not with fp8 without dit_fsdp (the
+  // engine refuses that combination).
   bool offload_dit_blocks = false;
   int64_t offload_lookahead = 1;
   bool offload_kv_cache = false;  // only the running step's cache (ring + cond) is on the device
