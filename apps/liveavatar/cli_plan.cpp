@@ -203,8 +203,8 @@ StatusOr<PlanContext> BuildInputs(const pipeline::RunOptions& run, const std::st
   in.dtype = in.device == runtime::PlanDeviceKind::kCuda ? runtime::PlanDtype::kBFloat16 : runtime::PlanDtype::kFloat32;
   in.features = for_generate ? EngineFeatures() : runtime::PlanFeatures();
   in.fp8 = run.memory.fp8 && in.features.fp8;  // stored FP8 and dequantised per block on any device
-  // --offload_model (default False, as generate): the DiT blocks stream from host memory (not with --dit_fsdp,
-  // whose shards are already 1/N, nor with --fp8); the full design also releases the encoders after encoding.
+  // --offload_model (default False, as generate): the DiT blocks (with --dit_fsdp: the rank's slices) stay in host
+  // memory; the full design also releases the encoders after encoding.
   const bool offload = run.memory.offload_model.value_or(false);
   in.offload_dit_blocks = offload && in.features.offload_dit_blocks;
   in.offload_model = offload && in.features.offload_model;
@@ -302,6 +302,7 @@ nlohmann::json ToJson(const PlanContext& ctx, const runtime::MemoryPlan& p,
                    {"dit_fsdp", in.dit_fsdp},
                    {"fsdp_prefetch", in.fsdp_prefetch},
                    {"offload_model", in.offload_model},
+                   {"offload_dit_blocks", in.offload_dit_blocks},
                    {"offload_kv_cache", in.offload_kv_cache},
                    {"t5_cpu", in.t5_cpu}};
   j["work"] = {{"width", in.width},
@@ -367,7 +368,9 @@ std::string ToText(const PlanContext& ctx, const runtime::MemoryPlan& p,
   o << "topology: world " << p.world_size << " = " << p.dit_stages << " stage(s) x ulysses " << p.ulysses_size
     << (in.vae_rank ? " + " + std::to_string(in.vae_ranks) + " VAE rank" + (in.vae_ranks > 1 ? "s" : "") : "")
     << (in.dit_fsdp ? ", FSDP (prefetch " + std::to_string(in.fsdp_prefetch) + ")" : "")
-    << (in.offload_model ? ", offload_model" : "") << (in.offload_kv_cache ? ", offload_kv_cache" : "")
+    << (in.offload_model ? ", encoders released" : "")
+    << (in.offload_dit_blocks ? (in.dit_fsdp ? ", FSDP slices in host memory" : ", DiT blocks in host memory") : "")
+    << (in.offload_kv_cache ? ", offload_kv_cache" : "")
     << (in.t5_cpu ? ", t5_cpu" : "") << "\n";
   for (const auto& n : ctx.notes) o << "note: " << n << "\n";
   if (!p.error.empty()) {
@@ -501,9 +504,13 @@ Status ApplyGpuMemoryCap(const pipeline::RunOptions& run, int device_index, int 
   const auto* props = at::cuda::getDeviceProperties(device_index);
   const double total = static_cast<double>(props->totalGlobalMem);
   const double cap = run.memory.max_gpu_mem_gb * kGiB;
-  if (cap * ranks_sharing > total) {
+  // Each process also holds a CUDA context outside the allocator's cap.
+  constexpr double kContextBytes = 0.5 * kGiB;
+  if ((cap + (ranks_sharing > 1 ? kContextBytes : 0.0)) * ranks_sharing > total) {
     return Status::InvalidArgument("--max_gpu_mem_gb " + std::to_string(run.memory.max_gpu_mem_gb) +
-                                   (ranks_sharing > 1 ? " x " + std::to_string(ranks_sharing) + " ranks" : "") +
+                                   (ranks_sharing > 1 ? " x " + std::to_string(ranks_sharing) +
+                                                            " ranks (+ 0.5 GiB CUDA context each)"
+                                                      : "") +
                                    " exceeds the " + Gib(static_cast<int64_t>(total)) + " GiB of cuda:" +
                                    std::to_string(device_index));
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -157,8 +158,10 @@ at::Tensor Fp8AbsMaxOfPieces(const FlatLayout& layout, const std::vector<ShardPi
   for (const auto& piece : pieces) {
     auto it = index.find(piece.param);
     if (it == index.end()) continue;
-    const float m = models::Fp8AbsMax(piece.values);
-    if (std::isnan(m) || m > a[it->second]) a[it->second] = m;
+    float m = models::Fp8AbsMax(piece.values);
+    // NaN becomes +inf: a max all-reduce may drop a NaN (std::max / fmaxf), never an inf.
+    if (std::isnan(m)) m = std::numeric_limits<float>::infinity();
+    if (m > a[it->second]) a[it->second] = m;
   }
   return amax;
 }

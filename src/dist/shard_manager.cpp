@@ -286,7 +286,14 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Open(const std::string& ck
 Status ShardManager::LoadUnit(const FlatLayout& layout, int rank, bool collective, const io::TensorStore& store,
                               const SliceLora* lora, const at::Tensor& dst, const std::string& unit) {
   ShardAccounting& a = acct_;
-  auto pieces = ReadShard(layout, rank, store, lora, &a.bytes_read, &a.lora_bytes_read);
+  StatusOr<std::vector<ShardPiece>> pieces = Status::Internal("not read");
+  try {  // an exception must not skip the collective below (the other ranks would wait for it)
+    pieces = ReadShard(layout, rank, store, lora, &a.bytes_read, &a.lora_bytes_read);
+  } catch (const c10::Error& e) {
+    pieces = Status::Internal(std::string("reading the slice: ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    pieces = Status::Internal(std::string("reading the slice: ") + e.what());
+  }
   if (!HasFp8(layout)) {
     if (!pieces.ok()) return pieces.status().WithPrefix(unit);
     return WriteShard(layout, *pieces, {}, dst).WithPrefix(unit);
@@ -295,9 +302,11 @@ Status ShardManager::LoadUnit(const FlatLayout& layout, int rank, bool collectiv
   static const std::vector<ShardPiece> kNone;
   at::Tensor amax = Fp8AbsMaxOfPieces(layout, pieces.ok() ? *pieces : kNone, /*extra=*/1);
   if (!pieces.ok()) amax[amax.numel() - 1] = 1.0f;
-  if (collective) {
-    Status s = group_->AllReduceMax(amax)->Wait();
+  if (collective) {  // on the group's device (NCCL needs CUDA tensors)
+    at::Tensor wire = amax.to(options_.device);
+    Status s = group_->AllReduceMax(wire)->Wait();
     if (!s.ok()) return s.WithPrefix(unit + ": FP8 amax all-reduce");
+    amax = wire.to(at::kCPU).contiguous();
   }
   if (!pieces.ok()) return pieces.status().WithPrefix(unit);
   if (amax[amax.numel() - 1].item<float>() != 0.0f) {
@@ -399,7 +408,9 @@ void ShardManager::Release(int64_t layer) {
     for (const auto& p : layouts_[static_cast<size_t>(layer)].params) w->erase(p.key);
     if (!root_fp8_.empty()) {
       for (const auto& [key, codes] : root_fp8_[static_cast<size_t>(layer)]) {
-        (*w)[key] = at::empty({0}, at::TensorOptions().dtype(model_->dtype()).device(options_.device));
+        (*w)[key] = at::empty({0}, at::TensorOptions()
+                                       .dtype(CausalWanS2V::WeightDtype(key, model_->dtype()))
+                                       .device(options_.device));
       }
     }
   }
@@ -442,9 +453,9 @@ void ShardManager::Before(int64_t layer) {
   }
   models::WeightMap* w = model_->mutable_weights();
   models::WeightMap views = ViewParams(layouts_[static_cast<size_t>(layer)], p.buffer);
+  p.installed = true;  // first: a throw below (e.g. OOM while dequantising) must still be cleaned up by Release
   for (const auto& [key, view] : views) (*w)[key] = view;
   if (options_.fp8) Dequantize(layer, views);
-  p.installed = true;
   NoteUsage();
 }
 

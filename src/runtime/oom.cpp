@@ -62,15 +62,18 @@ AllocatorStats ReadAllocatorStats(const c10::Device& device, int64_t limit_bytes
   s.limit = limit_bytes;
 #if LIVEAVATAR_HAVE_CUDA
   if (device.is_cuda()) {
-    const int index = device.has_index() ? device.index() : 0;
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-    const auto& allocated = stats.allocated_bytes[0];  // StatType::AGGREGATE
-    const auto& reserved = stats.reserved_bytes[0];
-    s.allocated = allocated.current;
-    s.peak_allocated = allocated.peak;
-    s.reserved = reserved.current;
-    s.peak_reserved = reserved.peak;
-    s.total = static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
+    try {  // the allocator throws when it was never initialised on this device
+      const int index = device.has_index() ? device.index() : 0;
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+      const auto& allocated = stats.allocated_bytes[0];  // StatType::AGGREGATE
+      const auto& reserved = stats.reserved_bytes[0];
+      s.allocated = allocated.current;
+      s.peak_allocated = allocated.peak;
+      s.reserved = reserved.current;
+      s.peak_reserved = reserved.peak;
+      s.total = static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
+    } catch (const std::exception&) {
+    }
     return s;
   }
 #endif
@@ -107,8 +110,12 @@ Status OutOfMemoryStatus(const std::exception& e, const c10::Device& device, con
                          int64_t limit_bytes) {
   const auto* err = dynamic_cast<const c10::Error*>(&e);
   const std::string what = err != nullptr ? err->what_without_backtrace() : e.what();
-  return Status::OutOfMemory(during + " on " + device.str() + ": " + FirstLine(what) +
-                             "\n  allocator: " + FormatAllocatorStats(ReadAllocatorStats(device, limit_bytes)));
+  // Host memory ran out (std::bad_alloc, the CPU allocator): report the host, whatever the run's device.
+  const bool host = dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
+                    what.find("CPUAllocator") != std::string::npos;
+  const c10::Device where = host ? c10::Device(c10::kCPU) : device;
+  return Status::OutOfMemory(during + " on " + where.str() + ": " + FirstLine(what) + "\n  allocator: " +
+                             FormatAllocatorStats(ReadAllocatorStats(where, host ? -1 : limit_bytes)));
 }
 
 }  // namespace liveavatar::runtime

@@ -348,11 +348,45 @@ int RunNeverJoined() {
   return 0;
 }
 
+// FP8 load where rank 1 cannot read its slice of block 0 (integer tensors under the FP8 keys): rank 1 fails naming
+// the key, and rank 0 fails at the same unit through the amax all-reduce's error flag, well before the timeout.
+int RunFp8ReadFailure() {
+  int rank = -1;
+  auto comm = JoinGlooWorld(std::chrono::seconds(30));
+  WORKER_CHECK(comm.ok(), "join: " + comm.status().ToString());
+  rank = (*comm)->Rank();
+  const DitConfig config = FixtureConfig();
+  WeightMap weights = FixtureCheckpoint("").weights;
+  if (rank == 1) {
+    for (auto& [key, t] : weights) {
+      if (key.rfind("blocks.0.", 0) == 0 && models::dit::IsFp8LinearWeight(key)) t = t.to(at::kInt);
+    }
+  }
+  ShardOptions o;
+  o.fp8 = true;
+  const auto start = std::chrono::steady_clock::now();
+  auto m = ShardManager::Create(
+      config, *io::MakeMemoryStore(std::map<std::string, at::Tensor>(weights.begin(), weights.end()), "mem_ckpt"),
+      *comm, o);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "rank %d got (%.2f s): %s\n", rank, seconds, m.status().ToString().c_str());
+  WORKER_CHECK(!m.ok(), "load succeeded");
+  WORKER_CHECK(m.status().message().find("block 0") != std::string::npos, "names the unit");
+  if (rank == 1) {
+    WORKER_CHECK(m.status().message().find("non-floating") != std::string::npos, "names the cause");
+  } else {
+    WORKER_CHECK(m.status().code() == Status::Code::kUnavailable, "another rank's failure");
+  }
+  WORKER_CHECK(seconds < 20.0, "no wait for the timeout");
+  return 0;
+}
+
 int RunShardScenario(const std::string& scenario) {
   alarm(120);  // a hung worker dies (and the launcher reports it) instead of hanging the test
   int rank = -1;
   if (scenario == "fixture_cases") return RunFixtureCases();
   if (scenario == "never_joined") return RunNeverJoined();
+  if (scenario == "fp8_read_failure") return RunFp8ReadFailure();
   WORKER_CHECK(false, "unknown scenario " + scenario);
   return 1;
 }
@@ -453,14 +487,32 @@ TEST(FlatParamTest, SliceLoraMergeMatchesMergeLoraOnTheFullWeight) {
   std::printf("[shard] per-slice LoRA merge checked on %d ranges of %zu weights\n", checked, lora->pairs.size());
 }
 
+// The fixture checkpoint with a random rank-2 LoRA: resolved for slices, and merged into the full weights.
+struct LoraFixture {
+  std::vector<models::WeightSpec> specs;
+  std::shared_ptr<io::TensorStore> store;
+  std::optional<SliceLora> lora;
+  WeightMap full;  // the checkpoint with the LoRA merged (models::MergeLora)
+};
+LoraFixture MakeLoraFixture() {
+  LoraFixture f;
+  f.specs = models::dit::DitWeightSpecs(FixtureConfig());
+  f.store = FixtureStore();
+  auto lora = ResolveSliceLora(RandomLora(f.specs, 2), f.specs, 2.0, 2, models::DefaultLoraTargets());
+  if (!lora.ok()) throw StatusError(lora.status());
+  f.lora = std::move(lora).value();
+  f.full = FixtureCheckpoint("").weights;
+  Status merged = models::MergeLora(f.full, *f.lora->store, 2.0, 2).status();
+  if (!merged.ok()) throw StatusError(merged);
+  return f;
+}
+
 TEST(FlatParamTest, SlicesOfEveryRankReassembleTheUnitAndReadOnlyTheirShare) {
-  const DitConfig config = FixtureConfig();
-  const auto specs = models::dit::DitWeightSpecs(config);
-  const auto store = FixtureStore();
-  auto lora = ResolveSliceLora(RandomLora(specs, 2), specs, 2.0, 2, models::DefaultLoraTargets());
-  ASSERT_TRUE(lora.ok()) << lora.status().ToString();
-  WeightMap full = FixtureCheckpoint("").weights;
-  ASSERT_TRUE(models::MergeLora(full, *lora->store, 2.0, 2).ok());
+  LoraFixture fx = MakeLoraFixture();
+  const auto& specs = fx.specs;
+  const auto& store = fx.store;
+  const SliceLora* lora = &*fx.lora;
+  const WeightMap& full = fx.full;
   std::vector<models::WeightSpec> block, rest;  // one block, and everything else as one (large) unit
   for (const auto& s : specs) (s.key.compare(0, 9, "blocks.2.") == 0 ? block : rest).push_back(s);
   for (const auto* unit : {&block, &rest}) {
@@ -523,13 +575,11 @@ RandomCall RunRandomCall(const CausalWanS2V& model, c10::ScalarType dtype) {
 TEST(FlatParamTest, Fp8SlicesEncodeLikeTheWholeTensor) {
   // Every rank converts its ranges, the amax is the max over ranks, each encodes with the common scale: the
   // reassembled codes equal QuantizeFp8PerTensor of the whole (LoRA-merged, dtype-rounded) tensor.
-  const DitConfig config = FixtureConfig();
-  const auto specs = models::dit::DitWeightSpecs(config);
-  const auto store = FixtureStore();
-  auto lora = ResolveSliceLora(RandomLora(specs, 2), specs, 2.0, 2, models::DefaultLoraTargets());
-  ASSERT_TRUE(lora.ok()) << lora.status().ToString();
-  WeightMap full = FixtureCheckpoint("").weights;
-  ASSERT_TRUE(models::MergeLora(full, *lora->store, 2.0, 2).ok());
+  LoraFixture fx = MakeLoraFixture();
+  const auto& specs = fx.specs;
+  const auto& store = fx.store;
+  const SliceLora* lora = &*fx.lora;
+  const WeightMap& full = fx.full;
   std::vector<models::WeightSpec> block;
   for (const auto& s : specs) {
     if (s.key.compare(0, 9, "blocks.1.") == 0) block.push_back(s);
@@ -630,6 +680,15 @@ TEST(ShardManagerTest, Fp8WorldOfOneMatchesTheUnshardedFp8Model) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), Status::Code::kCorruption);
   EXPECT_NE(bad.status().message().find("blocks.0.ffn.2.weight"), std::string::npos) << bad.status().message();
+  // So is a NaN (mapped to +inf before the max all-reduce, which may drop NaNs).
+  weights = FixtureCheckpoint("").weights;
+  weights.at("blocks.1.self_attn.q.weight")[2][0] = std::numeric_limits<float>::quiet_NaN();
+  auto nan = ShardManager::Create(
+      config, *io::MakeMemoryStore(std::map<std::string, at::Tensor>(weights.begin(), weights.end()), "mem_ckpt"),
+      MakeFakeCommunicator(), o);
+  ASSERT_FALSE(nan.ok());
+  EXPECT_EQ(nan.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(nan.status().message().find("blocks.1.self_attn.q.weight"), std::string::npos) << nan.status().message();
 }
 
 TEST(ShardManagerTest, WorldOfOneMatchesTheUnshardedModel) {
@@ -791,6 +850,12 @@ TEST(ShardManagerGlooTest, Fp8FixtureCasesMatchUnshardedFp8OnThreeRanks) {
                                     {"LA_SHARD_TEST_FP8", "1"},
                                     {"LA_SHARD_TEST_OFFLOAD", "1"},
                                     {"LA_SHARD_TEST_BF16", "1"}});
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+}
+
+TEST(ShardManagerGlooTest, Fp8SliceThatOneRankCannotReadFailsEveryRankAtOnce) {
+  SKIP_WITHOUT_GLOO();
+  LaunchResult r = RunShardWorkers(2, "fp8_read_failure");
   EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }
 

@@ -34,6 +34,9 @@ TEST(OutOfMemory, RecognisesTheAllocatorsErrorsAndNothingElse) {
   EXPECT_TRUE(IsOutOfMemory(cuda));
   EXPECT_EQ(OutOfMemoryStatus(cuda, c10::Device(c10::kCPU), "x").message().find("more detail"), std::string::npos);
   EXPECT_TRUE(IsOutOfMemory(std::bad_alloc()));
+  // A host allocation failure is reported on the host even when the run's device is a GPU.
+  const Status host = OutOfMemoryStatus(std::bad_alloc(), c10::Device(c10::kCUDA, 1), "out of memory");
+  EXPECT_EQ(host.message().rfind("out of memory on cpu: ", 0), 0u) << host.message();
   EXPECT_FALSE(IsOutOfMemory(std::runtime_error("out of range")));
   EXPECT_FALSE(IsOutOfMemory(c10::Error({__func__, __FILE__, __LINE__}, "shape mismatch")));
 }

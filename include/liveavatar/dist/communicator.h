@@ -147,7 +147,8 @@ class Communicator {
   // Returns once every rank has entered the barrier.
   virtual WorkPtr Barrier(const CollectiveOptions& options = {});
   // In-place elementwise reduction over ranks. kSum: bf16/fp16 accumulate as the backend does (Gloo stages bf16
-  // in fp32). kMax: exact in every dtype; a NaN on any rank gives NaN (NCCL and Gloo both propagate it).
+  // in fp32). kMax: exact in every dtype; NaN handling is the backend's (Gloo's std::max and NCCL's fmaxf may drop
+  // a NaN), so callers that must see one map it to +inf first.
   virtual WorkPtr AllReduce(const at::Tensor& tensor, ReduceOp op, const CollectiveOptions& options = {});
   WorkPtr AllReduceSum(const at::Tensor& tensor, const CollectiveOptions& options = {}) {
     return AllReduce(tensor, ReduceOp::kSum, options);

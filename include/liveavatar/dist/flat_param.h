@@ -124,7 +124,8 @@ StatusOr<std::vector<ShardPiece>> ReadShard(const FlatLayout& layout, int rank, 
                                             int64_t* lora_bytes_read = nullptr);
 
 // max |value| per FP8 parameter of `layout` (in layout order) over `pieces`: a float tensor with one entry per FP8
-// parameter (0 where no piece covers it; NaN/inf when a value is), plus `extra` zero entries at the end.
+// parameter (0 where no piece covers it; +inf when a value is NaN or infinite, so that a max all-reduce keeps it),
+// plus `extra` zero entries at the end.
 at::Tensor Fp8AbsMaxOfPieces(const FlatLayout& layout, const std::vector<ShardPiece>& pieces, int64_t extra = 0);
 
 // Writes `pieces` into `shard` (CPU uint8, layout.shard_bytes, contiguous); bytes of the slice not covered by a

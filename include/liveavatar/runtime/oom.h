@@ -35,8 +35,10 @@ AllocatorStats ReadAllocatorStats(const c10::Device& device, int64_t limit_bytes
 // One line: "allocated 12.3 GiB (peak 20.1 GiB), reserved 21.0 GiB (peak 22.0 GiB) of 79.1 GiB, capped at 24.0 GiB".
 std::string FormatAllocatorStats(const AllocatorStats& stats);
 
-// OutOfMemory "<during> on <device>: <first line of the allocator's message>; allocator: <stats>". REQUIRES:
-// IsOutOfMemory(e).
+// OutOfMemory "<during> on <device>: <first line of the allocator's message>; allocator: <stats>", where the
+// device is the CPU for host allocation failures (std::bad_alloc, the CPU allocator) and `device` otherwise.
+// Counters are read when this is called: after unwinding, "current" may be below what failed; peaks are kept.
+// REQUIRES: IsOutOfMemory(e).
 Status OutOfMemoryStatus(const std::exception& e, const c10::Device& device, const std::string& during,
                          int64_t limit_bytes = -1);
 
