@@ -197,7 +197,8 @@ std::vector<FlagDef> BuildTable() {
 
   // ---- Memory ----
   add("--offload_model", kMemory, "BOOL", kSubRun,
-      "Stream DiT blocks from (pinned) host memory one block ahead: True/False (docs/offload.md; default False)",
+      "Keep the DiT blocks (with --dit_fsdp: this rank's slices) in (pinned) host memory, copied in one block ahead: "
+      "True/False (docs/offload.md; default False)",
       Str2Bool(LA_FIELD(run.memory.offload_model)));
   add("--offload_kv_cache", kMemory, "", kSubRun, "Only the running step's KV cache on the device, the rest in host memory (docs/offload.md)",
       Switch(LA_FIELD(run.memory.offload_kv_cache)));
@@ -211,7 +212,8 @@ std::vector<FlagDef> BuildTable() {
       Switch(LA_FIELD(run.memory.enable_online_decode)));
   add("--max_gpu_mem_gb", kMemory, "GB", kSubRun,
       "Per-GPU memory budget in GiB for the memory planner (0 = the device's free memory; on CUDA also the "
-      "caching allocator's cap)",
+      "caching allocator's cap; with more local ranks than GPUs they share them, collectives staged through host "
+      "memory)",
       Value(LA_FIELD(run.memory.max_gpu_mem_gb)));
   add("--auto_plan", kMemory, "", kSubRun,
       "Let the planner pick the fastest full-quality placement/topology that fits (offload, FSDP, Ulysses; never "
