@@ -282,10 +282,12 @@ int RunFixtureCases() {
                    "Plan() disagrees with Create()");
       std::fprintf(stderr,
                    "rank %d/%d %s fp8=%d lora=%d prefetch=%d shard_root=%d: total %lld B, resident shards %lld B "
+                   "(host %lld B) "
                    "(share %lld B), root %lld B, block %lld B, peak unshard in use %lld B (%d buffers), bytes read "
                    "%lld B (%.3f of total/N + root%s), gathers %lld\n",
                    rank, size, c10::toString(dtype), options.fp8 ? 1 : 0, lora.empty() ? 0 : 1, options.prefetch, options.shard_root ? 1 : 0,
                    static_cast<long long>(a.total_param_bytes), static_cast<long long>(a.resident_shard_bytes),
+                   static_cast<long long>(a.host_shard_bytes),
                    static_cast<long long>(share), static_cast<long long>(a.root_bytes),
                    static_cast<long long>(a.block_bytes), static_cast<long long>(a.peak_unshard_in_use_bytes),
                    m->peak_buffers_in_use(), static_cast<long long>(a.bytes_read),
