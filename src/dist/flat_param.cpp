@@ -16,14 +16,6 @@ namespace {
 
 int64_t AlignUp(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
-  o << "]";
-  return o.str();
-}
-
 }  // namespace
 
 FlatLayout MakeFlatLayout(const std::vector<models::WeightSpec>& specs,
@@ -90,7 +82,7 @@ StatusOr<at::Tensor> ConvertRange(const io::TensorStore& store, const FlatParam&
   LA_ASSIGN_OR_RETURN(at::Tensor stored, store.Get(param.key));
   if (stored.sizes().vec() != param.shape) {
     return Status::InvalidArgument(store.path() + ": " + param.key + " has shape " +
-                                   ShapeString(stored.sizes().vec()) + ", expected " + ShapeString(param.shape));
+                                   models::ShapeString(stored.sizes()) + ", expected " + models::ShapeString(param.shape));
   }
   if (!c10::isFloatingType(stored.scalar_type())) {
     return Status::InvalidArgument(store.path() + ": " + param.key + " has non-floating dtype " +

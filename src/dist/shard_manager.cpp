@@ -17,22 +17,9 @@ namespace liveavatar::dist {
 namespace {
 
 using models::WeightSpec;
+using models::dit::BlockIndex;
 using models::dit::CausalWanS2V;
 using models::dit::DitConfig;
-
-// Layer index of a "blocks.<i>." key, -1 for every other key.
-int64_t BlockIndex(const std::string& key) {
-  static const std::string kPrefix = "blocks.";
-  if (key.compare(0, kPrefix.size(), kPrefix) != 0) return -1;
-  const size_t dot = key.find('.', kPrefix.size());
-  if (dot == std::string::npos || dot == kPrefix.size()) return -1;
-  int64_t i = 0;
-  for (size_t p = kPrefix.size(); p < dot; ++p) {
-    if (key[p] < '0' || key[p] > '9') return -1;
-    i = i * 10 + (key[p] - '0');
-  }
-  return i;
-}
 
 struct Units {
   std::vector<std::vector<WeightSpec>> blocks;
@@ -53,48 +40,11 @@ Units SplitUnits(const DitConfig& config, const std::vector<WeightSpec>& specs) 
   return u;
 }
 
-std::string Shape(const std::vector<int64_t>& shape) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
-  o << "]";
-  return o.str();
-}
-
 // Strict key check of the checkpoint against the model's specs (one error listing every problem).
 Status CheckStore(const io::TensorStore& store, const std::vector<WeightSpec>& specs) {
-  std::vector<std::string> missing, mismatched, unexpected;
-  std::set<std::string> known;
-  for (const auto& s : specs) {
-    known.insert(s.key);
-    if (!store.Contains(s.key)) {
-      missing.push_back(s.key);
-      continue;
-    }
-    LA_ASSIGN_OR_RETURN(io::TensorMeta meta, store.Meta(s.key));
-    if (meta.shape != s.shape) {
-      mismatched.push_back(s.key + ": " + Shape(meta.shape) + " vs expected " + Shape(s.shape));
-    }
-  }
-  for (const auto& k : store.Keys()) {
-    if (!known.count(k)) unexpected.push_back(k);
-  }
-  if (missing.empty() && mismatched.empty() && unexpected.empty()) return Status::Ok();
-  std::ostringstream o;
-  o << store.path() << ": checkpoint does not match the DiT config:";
-  if (!missing.empty()) {
-    o << "\n  missing keys (" << missing.size() << "):";
-    for (const auto& k : missing) o << "\n    " << k;
-  }
-  if (!mismatched.empty()) {
-    o << "\n  shape mismatches (" << mismatched.size() << "):";
-    for (const auto& k : mismatched) o << "\n    " << k;
-  }
-  if (!unexpected.empty()) {
-    o << "\n  unexpected keys (" << unexpected.size() << "):";
-    for (const auto& k : unexpected) o << "\n    " << k;
-  }
-  return Status::InvalidArgument(o.str());
+  LA_ASSIGN_OR_RETURN(models::WeightCheck check, models::CheckWeights(store, specs));
+  if (check.ok()) return Status::Ok();
+  return Status::InvalidArgument(models::WeightCheckReport(store.path(), check));
 }
 
 std::function<c10::ScalarType(const std::string&)> DtypeOf(c10::ScalarType dtype) {

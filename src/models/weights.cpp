@@ -8,18 +8,33 @@
 namespace liveavatar::models {
 
 namespace {
-std::string ShapeStr(const std::vector<int64_t>& s) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-  o << "]";
-  return o.str();
-}
 bool StartsWith(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 bool EndsWith(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 }  // namespace
+
+std::string ShapeString(at::IntArrayRef shape) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
+  o << "]";
+  return o.str();
+}
+
+std::string WeightCheckReport(const std::string& store_path, const WeightCheck& check) {
+  std::ostringstream o;
+  o << store_path << ": checkpoint does not match the model:";
+  auto list = [&o](const char* what, const std::vector<std::string>& v) {
+    if (v.empty()) return;
+    o << "\n  " << v.size() << " " << what << ":";
+    for (const auto& s : v) o << "\n    " << s;
+  };
+  list("missing key(s)", check.missing);
+  list("shape mismatch(es)", check.mismatched);
+  list("unexpected key(s)", check.unexpected);
+  return o.str();
+}
 
 StatusOr<WeightCheck> CheckWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
                                    const std::vector<std::string>& ignore_prefixes) {
@@ -28,12 +43,12 @@ StatusOr<WeightCheck> CheckWeights(const io::TensorStore& store, const std::vect
   for (const auto& spec : specs) {
     consumed.insert(spec.key);
     if (!store.Contains(spec.key)) {
-      if (!spec.optional) c.missing.push_back(spec.key + " " + ShapeStr(spec.shape));
+      if (!spec.optional) c.missing.push_back(spec.key + " " + ShapeString(spec.shape));
       continue;
     }
     LA_ASSIGN_OR_RETURN(io::TensorMeta meta, store.Meta(spec.key));
     if (meta.shape != spec.shape) {
-      c.mismatched.push_back(spec.key + ": file " + ShapeStr(meta.shape) + ", expected " + ShapeStr(spec.shape));
+      c.mismatched.push_back(spec.key + ": file " + ShapeString(meta.shape) + ", expected " + ShapeString(spec.shape));
       continue;
     }
     ++c.matched;
@@ -50,19 +65,7 @@ StatusOr<WeightCheck> CheckWeights(const io::TensorStore& store, const std::vect
 StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
                                 const LoadOptions& options) {
   LA_ASSIGN_OR_RETURN(WeightCheck check, CheckWeights(store, specs, options.ignore_prefixes));
-  if (!check.ok()) {
-    std::ostringstream o;
-    o << store.path() << ": checkpoint does not match the model:";
-    auto list = [&o](const char* what, const std::vector<std::string>& v) {
-      if (v.empty()) return;
-      o << "\n  " << v.size() << " " << what << ":";
-      for (const auto& s : v) o << "\n    " << s;
-    };
-    list("missing key(s)", check.missing);
-    list("shape mismatch(es)", check.mismatched);
-    list("unexpected key(s)", check.unexpected);
-    return Status::Corruption(o.str());
-  }
+  if (!check.ok()) return Status::Corruption(WeightCheckReport(store.path(), check));
   WeightMap out;
   for (const auto& spec : specs) {
     if (!store.Contains(spec.key)) continue;

@@ -48,6 +48,13 @@ struct WeightCheck {
 StatusOr<WeightCheck> CheckWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
                                    const std::vector<std::string>& ignore_prefixes = {});
 
+// The message LoadWeights() fails with for a failed check: "<store_path>: checkpoint does not match the model:"
+// followed by one indented line per offending key, grouped as missing / shape mismatch / unexpected.
+std::string WeightCheckReport(const std::string& store_path, const WeightCheck& check);
+
+// "[a, b, c]" (the shape notation of every weight error message).
+std::string ShapeString(at::IntArrayRef shape);
+
 // Loads exactly `specs` from `store`. Errors name store.path() and list the offending keys with both shapes.
 StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
                                 const LoadOptions& options);

@@ -11,20 +11,6 @@ namespace liveavatar::models::dit {
 
 namespace {
 
-// Layer index of a "blocks.<i>." key, -1 for every other key.
-int64_t BlockIndex(const std::string& key) {
-  static const std::string kPrefix = "blocks.";
-  if (key.compare(0, kPrefix.size(), kPrefix) != 0) return -1;
-  const size_t dot = key.find('.', kPrefix.size());
-  if (dot == std::string::npos || dot == kPrefix.size()) return -1;
-  int64_t i = 0;
-  for (size_t p = kPrefix.size(); p < dot; ++p) {
-    if (key[p] < '0' || key[p] > '9') return -1;
-    i = i * 10 + (key[p] - '0');
-  }
-  return i;
-}
-
 int64_t SpecBytes(const WeightSpec& s, c10::ScalarType model_dtype) {
   int64_t n = 1;
   for (int64_t d : s.shape) n *= d;

@@ -22,20 +22,6 @@ const std::regex& Fp8KeyPattern() {
 
 bool StartsWith(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
-// The integer right after `prefix` in `key` ("blocks.12.x" with prefix "blocks." -> 12), or -1.
-int64_t IndexAfter(const std::string& key, const std::string& prefix) {
-  if (!StartsWith(key, prefix)) return -1;
-  size_t pos = prefix.size();
-  int64_t v = 0;
-  bool any = false;
-  while (pos < key.size() && key[pos] >= '0' && key[pos] <= '9') {
-    v = v * 10 + (key[pos] - '0');
-    any = true;
-    ++pos;
-  }
-  return any ? v : -1;
-}
-
 // Every FP8 key of `config` with its shape, in checkpoint order.
 std::vector<WeightSpec> Fp8Specs(const DitConfig& config) {
   std::vector<WeightSpec> out;
@@ -45,11 +31,6 @@ std::vector<WeightSpec> Fp8Specs(const DitConfig& config) {
   return out;
 }
 
-std::string ShapeString(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 
 // Missing or misshapen FP8 keys of `weights` (one error listing them all).
 Status CheckFp8Keys(const DitConfig& config, const WeightMap& weights) {
@@ -75,10 +56,10 @@ bool IsFp8LinearWeight(const std::string& key) { return std::regex_match(key, Fp
 
 int64_t Fp8KeyLayer(const DitConfig& config, const std::string& key) {
   if (!IsFp8LinearWeight(key)) return -1;
-  int64_t layer = IndexAfter(key, "blocks.");
+  int64_t layer = BlockIndex(key);
   if (layer >= 0) return layer < config.num_layers ? layer : -1;
-  int64_t j = IndexAfter(key, "audio_injector.injector.");
-  if (j < 0) j = IndexAfter(key, "audio_injector.injector_adain_layers.");
+  int64_t j = KeyIndex(key, "audio_injector.injector.");
+  if (j < 0) j = KeyIndex(key, "audio_injector.injector_adain_layers.");
   if (j < 0 || j >= config.num_audio_injectors()) return -1;
   return config.audio_inject_layers[static_cast<size_t>(j)];
 }

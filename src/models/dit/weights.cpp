@@ -98,4 +98,16 @@ std::vector<WeightSpec> DitWeightSpecs(const DitConfig& c) {
 
 int64_t DitWeightCount(const DitConfig& c) { return 24 + 27 * c.num_layers + 12 + 12 * c.num_audio_injectors(); }
 
+int64_t KeyIndex(const std::string& key, const std::string& prefix) {
+  if (key.compare(0, prefix.size(), prefix) != 0) return -1;
+  const size_t dot = key.find('.', prefix.size());
+  if (dot == std::string::npos || dot == prefix.size()) return -1;
+  int64_t i = 0;
+  for (size_t p = prefix.size(); p < dot; ++p) {
+    if (key[p] < '0' || key[p] > '9') return -1;
+    i = i * 10 + (key[p] - '0');
+  }
+  return i;
+}
+
 }  // namespace liveavatar::models::dit

@@ -3,6 +3,7 @@
 // from the same list (WeightSpec::init).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "liveavatar/models/dit/config.h"
@@ -15,5 +16,11 @@ std::vector<WeightSpec> DitWeightSpecs(const DitConfig& config);
 
 // Number of tensors DitWeightSpecs(config) returns: 24 + 27·num_layers + 12 (audio encoder) + 12·num_injectors.
 int64_t DitWeightCount(const DitConfig& config);
+
+// The index i of a key "<prefix><i>.…" (prefix ending in '.', i decimal digits followed by '.'), -1 otherwise:
+// KeyIndex("blocks.12.ffn.0.weight", "blocks.") == 12.
+int64_t KeyIndex(const std::string& key, const std::string& prefix);
+// The layer of a "blocks.<i>." key, -1 for every other key.
+inline int64_t BlockIndex(const std::string& key) { return KeyIndex(key, "blocks."); }
 
 }  // namespace liveavatar::models::dit
