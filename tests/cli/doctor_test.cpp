@@ -23,6 +23,7 @@
 #include "liveavatar/io/image_reader.h"
 #include "liveavatar/io/safetensors.h"
 #include "liveavatar/io/tensor_store.h"
+#include "liveavatar/testing/synthetic.h"
 #include "make_tiny.h"
 
 namespace liveavatar::cli {
@@ -80,28 +81,6 @@ size_t CountLines(const RunResult& r, const std::string& level) {
 }
 
 std::string Q(const std::string& s) { return "'" + s + "'"; }
-
-// 16-bit PCM mono WAV at 16 kHz.
-void WriteWav(const std::string& path, const at::Tensor& mono) {
-  std::ofstream o(path, std::ios::binary);
-  auto u32 = [&o](uint32_t v) { o.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&o](uint16_t v) { o.write(reinterpret_cast<const char*>(&v), 2); };
-  const at::Tensor s = (mono.clamp(-1, 1) * 32767).round().to(at::kShort).contiguous();
-  const uint32_t bytes = static_cast<uint32_t>(s.numel() * 2);
-  o.write("RIFF", 4);
-  u32(36 + bytes);
-  o.write("WAVEfmt ", 8);
-  u32(16);
-  u16(1);
-  u16(1);
-  u32(16000);
-  u32(32000);
-  u16(2);
-  u16(16);
-  o.write("data", 4);
-  u32(bytes);
-  o.write(static_cast<const char*>(s.data_ptr()), bytes);
-}
 
 at::Tensor Sine(double seconds, double amplitude) {
   const int64_t n = static_cast<int64_t>(seconds * 16000);
@@ -234,9 +213,9 @@ TEST_F(DoctorBinary, BlurredImageAndBadAudio) {
   ASSERT_TRUE(io::WritePpm(sharp, Card(384, 704, false)).ok());
   ASSERT_TRUE(io::WritePpm(blurred, Card(384, 704, true)).ok());
   const std::string clean = *dir_ + "/clean.wav", clipped = *dir_ + "/clipped.wav", silent = *dir_ + "/silent.wav";
-  WriteWav(clean, Sine(2.0, 0.3));
-  WriteWav(clipped, Sine(2.0, 4.0).clamp(-1, 1));
-  WriteWav(silent, at::zeros({32000}));
+  testing::WriteWav16(clean, Sine(2.0, 0.3));
+  testing::WriteWav16(clipped, Sine(2.0, 4.0).clamp(-1, 1));
+  testing::WriteWav16(silent, at::zeros({32000}));
   const std::string base = "--ckpt_dir " + Q(Ckpt()) + " --size 704*384";
 
   const RunResult ok = Doctor(base + " --image " + Q(sharp) + " --audio " + Q(clean));

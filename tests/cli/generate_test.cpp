@@ -18,6 +18,7 @@
 #include "liveavatar/core/threads.h"
 #include "liveavatar/io/audio_reader.h"
 #include "liveavatar/pipeline/engine.h"
+#include "liveavatar/testing/synthetic.h"
 #include "cli_test_util.h"
 #include "make_tiny.h"
 
@@ -37,15 +38,7 @@ void WriteLongSpeech(const std::string& path, double seconds) {
   auto clip = io::ReadAudio(Src() + "/examples/speech.wav", 16000);
   ASSERT_TRUE(clip.ok()) << clip.status().ToString();
   const int64_t n = static_cast<int64_t>(seconds * 16000);
-  at::Tensor s = clip->samples.repeat({n / clip->samples.numel() + 1}).narrow(0, 0, n);
-  at::Tensor pcm = (s.clamp(-1, 1) * 32767).to(at::kShort).contiguous();
-  std::ofstream f(path, std::ios::binary);
-  auto u32 = [&f](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&f](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
-  const uint32_t bytes = static_cast<uint32_t>(n * 2);
-  f.write("RIFF", 4); u32(36 + bytes); f.write("WAVEfmt ", 8); u32(16); u16(1); u16(1); u32(16000); u32(32000);
-  u16(2); u16(16); f.write("data", 4); u32(bytes);
-  f.write(static_cast<const char*>(pcm.data_ptr()), bytes);
+  testing::WriteWav16(path, clip->samples.repeat({n / clip->samples.numel() + 1}).narrow(0, 0, n), 16000);
 }
 
 class Generate : public ::testing::Test {
@@ -248,17 +241,7 @@ TEST_F(Generate, BadInputsFailWithoutOutput) {
   std::ofstream(dir + "/not_an_image.png") << "this is text";
   std::ofstream(dir + "/empty.wav");
   const std::string silent = dir + "/silent.wav";
-  {
-    // 3 s of digital silence.
-    std::ofstream f(silent, std::ios::binary);
-    const uint32_t bytes = 3 * 16000 * 2;
-    auto u32 = [&f](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
-    auto u16 = [&f](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
-    f.write("RIFF", 4); u32(36 + bytes); f.write("WAVEfmt ", 8); u32(16); u16(1); u16(1); u32(16000); u32(32000);
-    u16(2); u16(16); f.write("data", 4); u32(bytes);
-    std::string zeros(bytes, '\0');
-    f.write(zeros.data(), bytes);
-  }
+  testing::WriteWav16(silent, at::zeros({3 * 16000}), 16000);  // 3 s of digital silence
   const std::string base = Q(Bin()) + " generate --log-level off --no_fp8 --ckpt_dir " + Q(root_ + "/ckpt") +
                            " --size 384*256 --num_clip 1 ";
   const std::string face = Q(Src() + "/examples/face.png"), speech = Q(Src() + "/examples/speech.wav");

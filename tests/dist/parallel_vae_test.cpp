@@ -25,6 +25,7 @@
 #include "liveavatar/models/vae/vae.h"
 #include "liveavatar/models/vae/weights.h"
 #include "liveavatar/testing/golden.h"
+#include "liveavatar/testing/synthetic.h"
 
 namespace liveavatar::dist {
 namespace {
@@ -179,22 +180,7 @@ WanVae RandomVae(at::ScalarType dtype) {
   VaeConfig config;
   config.dim = 4;
   config.attn_scales = {0.25, 0.5};  // decoder levels 0 (latent rows) and 1 (2x rows)
-  at::manual_seed(7);
-  WanVae vae{config, {}};
-  for (const auto& spec : models::vae::VaeWeightSpecs(config)) {
-    at::Tensor t;
-    if (spec.init == "ones") {
-      t = 1.0 + 0.1 * at::randn(spec.shape);
-    } else if (spec.shape.size() == 1) {
-      t = 0.1 * at::randn(spec.shape);
-    } else {
-      int64_t fan_in = 1;
-      for (size_t i = 1; i < spec.shape.size(); ++i) fan_in *= spec.shape[i];
-      t = at::randn(spec.shape) / std::sqrt(static_cast<double>(fan_in));
-    }
-    vae.weights[spec.key] = t.to(dtype);
-  }
-  return vae;
+  return testing::RandomVae(config, 7, dtype);
 }
 
 int RunRandom(Communicator& comm, const std::shared_ptr<models::vae::SpatialParallel>& sp) {

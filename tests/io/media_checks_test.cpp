@@ -14,9 +14,12 @@
 
 #include "io_test_util.h"
 #include "liveavatar/io/image_reader.h"
+#include "liveavatar/testing/synthetic.h"
 
 namespace liveavatar::io {
 namespace {
+
+using testing::WriteWav16;
 
 constexpr double kPi = 3.14159265358979323846;
 
@@ -51,28 +54,6 @@ CheckLevel LevelOf(const std::vector<CheckResult>& v, const std::string& needle)
   const CheckResult* r = Find(v, needle);
   EXPECT_NE(r, nullptr) << "no line with '" << needle << "'";
   return r != nullptr ? r->level : CheckLevel::kSkip;
-}
-
-// 16-bit PCM mono WAV.
-void WriteWav16(const std::string& path, const at::Tensor& mono, int rate) {
-  std::ofstream o(path, std::ios::binary);
-  auto u32 = [&o](uint32_t v) { o.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&o](uint16_t v) { o.write(reinterpret_cast<const char*>(&v), 2); };
-  const at::Tensor s = (mono.clamp(-1, 1) * 32767).round().to(at::kShort).contiguous();
-  const uint32_t bytes = static_cast<uint32_t>(s.numel() * 2);
-  o.write("RIFF", 4);
-  u32(36 + bytes);
-  o.write("WAVEfmt ", 8);
-  u32(16);
-  u16(1);
-  u16(1);
-  u32(static_cast<uint32_t>(rate));
-  u32(static_cast<uint32_t>(rate * 2));
-  u16(2);
-  u16(16);
-  o.write("data", 4);
-  u32(bytes);
-  o.write(static_cast<const char*>(s.data_ptr()), bytes);
 }
 
 TEST(LaplacianVarianceTest, KnownValues) {

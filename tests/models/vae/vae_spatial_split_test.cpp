@@ -19,6 +19,7 @@
 #include "liveavatar/models/vae/vae.h"
 #include "liveavatar/models/vae/weights.h"
 #include "liveavatar/testing/golden.h"
+#include "liveavatar/testing/synthetic.h"
 
 namespace liveavatar::models::vae {
 namespace {
@@ -106,22 +107,7 @@ WanVae RandomVae(at::ScalarType dtype) {
   VaeConfig config;
   config.dim = 4;
   config.attn_scales = {0.25, 0.5};  // attention inside decoder levels 0 and 1 besides the middle block
-  at::manual_seed(5);
-  WanVae vae{config, {}};
-  for (const auto& spec : VaeWeightSpecs(config)) {
-    at::Tensor t;
-    if (spec.init == "ones") {
-      t = 1.0 + 0.1 * at::randn(spec.shape);
-    } else if (spec.shape.size() == 1) {
-      t = 0.1 * at::randn(spec.shape);
-    } else {
-      int64_t fan_in = 1;
-      for (size_t i = 1; i < spec.shape.size(); ++i) fan_in *= spec.shape[i];
-      t = at::randn(spec.shape) / std::sqrt(static_cast<double>(fan_in));
-    }
-    vae.weights[spec.key] = t.to(dtype);
-  }
-  return vae;
+  return testing::RandomVae(config, 5, dtype);
 }
 
 // Streams `latents` in `chunks` on `world` thread-ranks; returns every rank's outputs per call (full frames from

@@ -13,6 +13,7 @@
 #include "liveavatar/models/vae/vae.h"
 #include "liveavatar/models/vae/weights.h"
 #include "liveavatar/testing/golden.h"
+#include "liveavatar/testing/synthetic.h"
 
 namespace liveavatar::models::vae {
 namespace {
@@ -26,25 +27,7 @@ VaeConfig TinyConfig() {
   return c;
 }
 
-// Random weights for `config` (seeded): weights ~ N(0, 1/fan_in), biases and gammas around 0 / 1.
-WanVae RandomVae(const VaeConfig& config, uint64_t seed, at::ScalarType dtype = at::kFloat) {
-  at::manual_seed(seed);
-  WanVae vae{config, {}};
-  for (const auto& spec : VaeWeightSpecs(config)) {
-    at::Tensor t;
-    if (spec.init == "ones") {
-      t = 1.0 + 0.1 * at::randn(spec.shape);
-    } else if (spec.shape.size() == 1) {
-      t = 0.1 * at::randn(spec.shape);
-    } else {
-      int64_t fan_in = 1;
-      for (size_t i = 1; i < spec.shape.size(); ++i) fan_in *= spec.shape[i];
-      t = at::randn(spec.shape) / std::sqrt(static_cast<double>(fan_in));
-    }
-    vae.weights[spec.key] = t.to(dtype);
-  }
-  return vae;
-}
+using testing::RandomVae;
 
 TEST(VaeConfigTest, DefaultsAreRealWan21) {
   VaeConfig c;
