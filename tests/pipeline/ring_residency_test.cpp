@@ -13,6 +13,7 @@
 #include "liveavatar/pipeline/scheduler.h"
 #include "liveavatar/pipeline/streaming_denoiser.h"
 #include "liveavatar/testing/golden.h"
+#include "pipeline/e2e_replay.h"
 
 namespace liveavatar::pipeline {
 namespace {
@@ -28,45 +29,16 @@ struct ReplayResult {
 
 // The streaming loop of the e2e case (same driving as streaming_golden_test.cpp).
 ReplayResult Replay(const GoldenCase& c, const models::dit::CausalWanS2V& dit, const RingResidency& residency) {
-  const int64_t n_clips = c.MetaInt("n_clips");
-  const int64_t n_steps = c.MetaInt("n_steps");
-  const bool refresh = c.MetaBool("sink_refresh_at_clip1");
-  const at::Tensor rel = c.Get("in.relative_dist");
   FlowMatchEulerScheduler sched(1000, 3.0);
-  sched.SetTimesteps(n_steps);
-  const at::Tensor ref = c.Get("in.ref_latents");
-  StreamGeometry geo;
-  geo.latent_h = ref.size(3);
-  geo.latent_w = ref.size(4);
-  geo.infer_frames = c.MetaInt("infer_frames");
-  geo.frames_per_block = c.MetaInt("frames_per_block");
-  RelativeDistSource replay = [&rel](int64_t clip, int64_t block, int64_t step) {
-    return rel.index({clip, block, step}).item<int64_t>();
-  };
-  StreamingDenoiser den(&dit, &sched, geo, at::TensorOptions().dtype(at::kFloat), replay);
+  sched.SetTimesteps(c.MetaInt("n_steps"));
+  const StreamGeometry geo = testutil::E2eGeometry(c);
+  StreamingDenoiser den(&dit, &sched, geo, at::TensorOptions().dtype(at::kFloat), testutil::E2eRelativeDist(c));
   den.set_ring_residency(residency);
   ReplayResult run;
   den.set_flow_tap([&](int64_t clip, int64_t block, int64_t step, const at::Tensor& flow) {
     run.flows[{clip, block, step}] = flow.clone();
   });
-  den.Prefill(c.Get("in.context"), ref, c.Get("in.motion_latents"));
-  const at::Tensor audio = c.Get("in.audio_emb");
-  const int64_t blocks = geo.blocks_per_clip();
-  const int64_t fpb = geo.video_frames_per_block();
-  at::Tensor refreshed;
-  for (int64_t r = 0; r < n_clips; ++r) {
-    if (r == 1 && refresh) den.RefreshSink(refreshed);
-    const at::Tensor noise = c.Get("in.noise.clip" + std::to_string(r));
-    std::vector<at::Tensor> outs;
-    for (int64_t b = 0; b < blocks; ++b) {
-      at::Tensor x = noise.narrow(1, b * geo.frames_per_block, geo.frames_per_block);
-      at::Tensor a = audio.narrow(3, r * geo.infer_frames + b * fpb, fpb);
-      at::Tensor y = den.DenoiseBlock(r, b, x, a);
-      if (r == 0 && b == 0) refreshed = y.narrow(1, 0, 1).unsqueeze(0).clone();
-      outs.push_back(y);
-    }
-    run.latents.push_back(at::cat(outs, 1));
-  }
+  run.latents = testutil::RunE2eCase(den, c, geo).clips;
   for (int64_t s = 0; s < den.num_steps(); ++s) {
     const auto& cache = den.StepCache(s);
     std::vector<at::Tensor> ks;
