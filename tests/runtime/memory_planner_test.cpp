@@ -79,6 +79,37 @@ PlanInputs Ours4x24() {
   return in;
 }
 
+// A DiT tensor's fp32 island status in this engine's bf16 model (the planner's rule, recomputed here).
+bool Fp32Island(const std::string& k) {
+  return k.rfind("time_embedding.", 0) == 0 || k.rfind("time_projection.", 0) == 0 || k.rfind("head.", 0) == 0 ||
+         k.rfind("casual_audio_encoder.", 0) == 0 || (k.size() > 11 && k.compare(k.size() - 11, 11, ".modulation") == 0) ||
+         k.find("norm3.") != std::string::npos;
+}
+
+int64_t Numel(const models::WeightSpec& s) {
+  int64_t n = 1;
+  for (auto d : s.shape) n *= d;
+  return n;
+}
+
+// Bytes of the bf16 DiT (fp32 islands at 4 bytes): block 0, every block, and everything else (the root unit).
+struct DitBf16Bytes {
+  int64_t block0 = 0, blocks = 0, root = 0;
+};
+DitBf16Bytes SplitDitBf16Bytes(const std::vector<models::WeightSpec>& specs) {
+  DitBf16Bytes r;
+  for (const auto& s : specs) {
+    const int64_t b = (Fp32Island(s.key) ? 4 : 2) * Numel(s);
+    if (s.key.rfind("blocks.", 0) == 0) {
+      r.blocks += b;
+      if (s.key.rfind("blocks.0.", 0) == 0) r.block0 += b;
+    } else {
+      r.root += b;
+    }
+  }
+  return r;
+}
+
 const PlanComponent& Component(const RankPlan& r, const std::string& name) {
   for (const auto& c : r.components) {
     if (c.name == name) return c;
@@ -163,13 +194,9 @@ TEST(MemoryPlanner, DitWeightFormatsFromTheSpecs) {
   // bf16 weights with fp32 islands, and FP8 (1 byte + one fp32 scale per block/injector Linear).
   int64_t bf16 = 0, fp8 = 0;
   for (const auto& s : m.dit_specs) {
-    int64_t n = 1;
-    for (auto d : s.shape) n *= d;
+    const int64_t n = Numel(s);
     const std::string& k = s.key;
-    const bool island = k.rfind("time_embedding.", 0) == 0 || k.rfind("time_projection.", 0) == 0 ||
-                        k.rfind("head.", 0) == 0 || k.rfind("casual_audio_encoder.", 0) == 0 ||
-                        (k.size() > 11 && k.compare(k.size() - 11, 11, ".modulation") == 0) ||
-                        k.find("norm3.") != std::string::npos;
+    const bool island = Fp32Island(k);
     const bool linear8 = s.shape.size() == 2 && k.size() > 7 && k.compare(k.size() - 7, 7, ".weight") == 0 &&
                          (k.rfind("blocks.", 0) == 0 || k.rfind("audio_injector.", 0) == 0);
     bf16 += island ? 4 * n : 2 * n;
@@ -214,23 +241,7 @@ TEST(MemoryPlanner, Ours4x24NeedsRingResidencyOrFp8AndThePlannerFindsIt) {
   EXPECT_EQ(Component(r, "kv_rings").denoise, 4 * (40LL * 2 * 12672 * 10 * 128 * 2));
   EXPECT_EQ(Component(r, "cond_cache").denoise, 4 * (40LL * 2 * 2640 * 10 * 128 * 2));
   // FSDP: every block sharded over 4 (padded up), the root unit resident in full; 2 gathered blocks in flight.
-  int64_t block0 = 0, blocks = 0, root = 0;
-  for (const auto& s : in.models.dit_specs) {
-    int64_t n = 1;
-    for (auto d : s.shape) n *= d;
-    const std::string& k = s.key;
-    const bool island = k.rfind("time_embedding.", 0) == 0 || k.rfind("time_projection.", 0) == 0 ||
-                        k.rfind("head.", 0) == 0 || k.rfind("casual_audio_encoder.", 0) == 0 ||
-                        (k.size() > 11 && k.compare(k.size() - 11, 11, ".modulation") == 0) ||
-                        k.find("norm3.") != std::string::npos;
-    const int64_t b = (island ? 4 : 2) * n;
-    if (k.rfind("blocks.", 0) == 0) {
-      blocks += b;
-      if (k.rfind("blocks.0.", 0) == 0) block0 += b;
-    } else {
-      root += b;
-    }
-  }
+  const auto [block0, blocks, root] = SplitDitBf16Bytes(in.models.dit_specs);
   EXPECT_EQ(Component(r, "dit_weights").denoise, root + (blocks + 3) / 4);
   EXPECT_EQ(Component(r, "fsdp_unshard").denoise, 2 * block0);
   EXPECT_EQ(Component(r, "t5").denoise, 0);
@@ -303,17 +314,9 @@ TEST(MemoryPlanner, OffloadModelStreamsDitBlocksAndIsProposedOnlyWhereTheEngineC
   const int64_t full = Component(resident.roles[0], "dit_weights").denoise;
   const int64_t on_device = Component(streamed.roles[0], "dit_weights").denoise;
   const int64_t layers = in.models.dit.num_layers;
-  int64_t block = 0, blocks = 0;
-  for (const auto& s : in.models.dit_specs) {
-    if (s.optional || s.key.rfind("blocks.", 0) != 0) continue;
-    int64_t n = 2;  // bf16 ...
-    if (s.key.find(".modulation") != std::string::npos || s.key.find("norm3.") != std::string::npos) n = 4;  // fp32
-    for (int64_t d : s.shape) n *= d;
-    blocks += n;
-    if (s.key.rfind("blocks.0.", 0) == 0) block += n;
-  }
-  EXPECT_EQ(blocks, block * layers);
-  EXPECT_EQ(full - on_device, blocks - 2 * block);
+  const DitBf16Bytes bytes = SplitDitBf16Bytes(in.models.dit_specs);
+  EXPECT_EQ(bytes.blocks, bytes.block0 * layers);
+  EXPECT_EQ(full - on_device, bytes.blocks - 2 * bytes.block0);
   EXPECT_LT(streamed.peak_bytes, resident.peak_bytes - 20 * kGiB);
   // On one 48 GiB GPU without FP8 the fastest full-quality fit streams the blocks.
   in.offload_dit_blocks = false;
