@@ -228,6 +228,21 @@ TEST_F(ParallelGenerate, RefusedLayoutsAndFailingRanksLeaveNoOutput) {
 // ---- The driver in-process: latents of the last block against the single-process Engine ----
 
 // Worker body, run by the processes that TppDriverLatentsMatchEngine launches (skipped otherwise).
+// The request of the TPP driver test, run by the workers and by the single-process reference.
+pipeline::GenerationRequest DriverTestRequest(const std::string& output) {
+  pipeline::GenerationRequest r;
+  r.image = Src() + "/examples/face.png";
+  r.audio = Src() + "/examples/speech.wav";
+  r.prompt = "a person talking";
+  r.output = output;
+  r.size = "384*256";
+  r.num_clip = 2;
+  r.infer_frames = 12;
+  r.base_seed = 7;
+  r.raw_video = true;
+  return r;
+}
+
 TEST(TppWorker, Run) {
   const char* dir = std::getenv("LA_TPP_TEST_DIR");
   if (dir == nullptr) GTEST_SKIP() << "worker of ParallelGenerate.TppDriverLatentsMatchEngine";
@@ -246,16 +261,7 @@ TEST(TppWorker, Run) {
   eo.ckpt_dir = std::string(dir) + "/ckpt";
   auto driver = pipeline::TppDriver::Create(eo, *topo, *comm);
   ASSERT_TRUE(driver.ok()) << driver.status().ToString();
-  pipeline::GenerationRequest r;
-  r.image = Src() + "/examples/face.png";
-  r.audio = Src() + "/examples/speech.wav";
-  r.prompt = "a person talking";
-  r.output = std::string(dir) + "/driver.y4m";
-  r.size = "384*256";
-  r.num_clip = 2;
-  r.infer_frames = 12;
-  r.base_seed = 7;
-  r.raw_video = true;
+  const pipeline::GenerationRequest r = DriverTestRequest(std::string(dir) + "/driver.y4m");
   auto res = (*driver)->Generate(r);
   ASSERT_TRUE(res.ok()) << res.status().ToString();
   if ((*driver)->role().is_writer) {
@@ -284,16 +290,7 @@ TEST_F(ParallelGenerate, TppDriverLatentsMatchEngine) {
   eo.ckpt_dir = root_ + "/ckpt";
   auto engine = pipeline::Engine::Load(eo);
   ASSERT_TRUE(engine.ok()) << engine.status().ToString();
-  pipeline::GenerationRequest r;
-  r.image = Src() + "/examples/face.png";
-  r.audio = Src() + "/examples/speech.wav";
-  r.prompt = "a person talking";
-  r.output = root_ + "/engine.y4m";
-  r.size = "384*256";
-  r.num_clip = 2;
-  r.infer_frames = 12;
-  r.base_seed = 7;
-  r.raw_video = true;
+  const pipeline::GenerationRequest r = DriverTestRequest(root_ + "/engine.y4m");
   auto res = (*engine)->Generate(r);
   ASSERT_TRUE(res.ok()) << res.status().ToString();
 

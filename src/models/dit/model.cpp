@@ -85,6 +85,16 @@ at::Tensor CausalWanS2V::ChunkTokenRows(int64_t n, int64_t rows_per_frame) const
   return at::tensor(rows, at::TensorOptions().dtype(at::kLong)).to(device_);
 }
 
+at::Tensor CausalWanS2V::EnterSequenceParallel(const char* who, const runtime::DitStepCache& cache, int64_t n,
+                                               int64_t rows_per_frame, at::Tensor* x) const {
+  const int64_t heads = sp_ ? sp_->LocalHeads(config_.num_heads) : config_.num_heads;
+  TORCH_CHECK(cache.geometry().num_heads == heads, who, ": cache has ", cache.geometry().num_heads,
+              " heads, this rank attends with ", heads);
+  if (!sp_) return at::Tensor();
+  *x = sp_->Scatter(*x);
+  return ChunkTokenRows(n, rows_per_frame);
+}
+
 runtime::DitCacheGeometry CausalWanS2V::CacheGeometry(int64_t latent_h, int64_t latent_w,
                                                       int64_t latent_frames_per_clip, int64_t cond_capacity) const {
   runtime::DitCacheGeometry g;
@@ -181,15 +191,8 @@ void CausalWanS2V::SinkPrefill(const SinkInputs& in, runtime::DitStepCache& cach
   const auto rope = ComputeRopeFactors(groups, c.head_dim(), device_);
   TORCH_CHECK(rope.size() == n, "SinkPrefill: RoPE grid of ", rope.size(), " tokens != ", n, " sink tokens");
   Tap("rope.sink_freqs", RopeFactorsDebug(rope, c.num_heads));
-  const int64_t heads = sp_ ? sp_->LocalHeads(c.num_heads) : c.num_heads;
-  TORCH_CHECK(cache.geometry().num_heads == heads, "SinkPrefill: cache has ", cache.geometry().num_heads,
-              " heads, this rank attends with ", heads);
   // Sequence parallel: this rank's chunk of the tokens, one modulation row (t = 0) for all of them.
-  at::Tensor token_rows;
-  if (sp_) {
-    token_rows = ChunkTokenRows(n, n);
-    x = sp_->Scatter(x);
-  }
+  const at::Tensor token_rows = EnterSequenceParallel("SinkPrefill", cache, n, n, &x);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     if (hooks_.before) hooks_.before(i);
     SequenceParallel::AttentionInner inner = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -249,15 +252,8 @@ at::Tensor CausalWanS2V::StreamBlock(const StreamInputs& in, runtime::DitStepCac
   Tap("rope.cond_freqs", RopeFactorsDebug(cond_rope, c.num_heads));
   const auto plan = runtime::PlanRing(in.current_start, n, cache.geometry().ring_tokens);
   auto mod_rows = e0.narrow(0, 0, frames);
-  const int64_t heads = sp_ ? sp_->LocalHeads(c.num_heads) : c.num_heads;
-  TORCH_CHECK(cache.geometry().num_heads == heads, "StreamBlock: cache has ", cache.geometry().num_heads,
-              " heads, this rank attends with ", heads);
   // Sequence parallel: this rank's chunk of the tokens, modulated per token.
-  at::Tensor token_rows;
-  if (sp_) {
-    token_rows = ChunkTokenRows(n, fs);
-    x = sp_->Scatter(x);
-  }
+  const at::Tensor token_rows = EnterSequenceParallel("StreamBlock", cache, n, fs, &x);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     if (hooks_.before) hooks_.before(i);
     SequenceParallel::AttentionInner inner = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {

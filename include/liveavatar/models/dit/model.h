@@ -129,6 +129,11 @@ class CausalWanS2V {
   // Modulation row of every token of this rank's sequence-parallel chunk of n tokens (rows_per_frame tokens
   // per row; padding tokens take the last row).
   at::Tensor ChunkTokenRows(int64_t n, int64_t rows_per_frame) const;
+  // Start of a SinkPrefill/StreamBlock (`who`) over n tokens: checks that `cache` holds this rank's heads; under
+  // sequence parallelism scatters *x to this rank's chunk and returns its token rows (ChunkTokenRows), otherwise
+  // returns an undefined tensor.
+  at::Tensor EnterSequenceParallel(const char* who, const runtime::DitStepCache& cache, int64_t n,
+                                   int64_t rows_per_frame, at::Tensor* x) const;
   void Tap(const std::string& name, const at::Tensor& t) const {
     if (tap_) tap_(name, t);
   }
