@@ -277,21 +277,17 @@ Status ShardManager::LoadUnit(const FlatLayout& layout, int rank, bool collectiv
 
 void ShardManager::Dequantize(int64_t layer, const models::WeightMap& block_views) {
   models::WeightMap* w = model_->mutable_weights();
-  auto materialize = [&](const FlatParam& p, const at::Tensor& codes) {
+  auto materialize = [&](const std::string& key, const at::Tensor& codes) {
     models::Fp8Tensor q;
     q.codes = codes;
-    q.scale_inv = fp8_scale_inv_.at(p.key);
-    (*w)[p.key] = models::DequantizeFp8(q, p.value_dtype);
+    q.scale_inv = fp8_scale_inv_.at(key);
+    (*w)[key] = models::DequantizeFp8(q, CausalWanS2V::WeightDtype(key, model_->dtype()));
   };
   for (const auto& p : layouts_[static_cast<size_t>(layer)].params) {
-    if (p.fp8) materialize(p, block_views.at(p.key));
+    if (p.fp8) materialize(p.key, block_views.at(p.key));
   }
   if (root_fp8_.empty()) return;
-  for (const auto& p : root_layout_.params) {
-    const auto& codes = root_fp8_[static_cast<size_t>(layer)];
-    auto it = codes.find(p.key);
-    if (it != codes.end()) materialize(p, it->second);
-  }
+  for (const auto& [key, codes] : root_fp8_[static_cast<size_t>(layer)]) materialize(key, codes);
 }
 
 void ShardManager::ResetPeaks() {
