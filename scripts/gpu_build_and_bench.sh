@@ -15,7 +15,7 @@
 #   LA_GPU_JOBS    build parallelism (default nproc)
 #   OUT            where results go (default $LA_GPU_BUILD/results)
 #   LA_GPU_CARRY   the carried dependencies (default third_party/_gpu_carry)
-#   LIVEAVATAR_GOLDEN_DIR  fixture root (default: ./shared/golden or ../shared/golden when present)
+#   LIVEAVATAR_GOLDEN_DIR  fixture root (default: tests/golden, the copy kept in the repository)
 # Exit status: non-zero when a stage fails; later stages still run where they can, and every log is kept.
 set -uo pipefail
 
@@ -137,13 +137,6 @@ configure_and_build() {
 }
 
 run_tests() {
-  local golden="${LIVEAVATAR_GOLDEN_DIR:-}" g
-  if [[ -z "$golden" ]]; then
-    for g in "$root/shared/golden" "$root/../shared/golden"; do
-      [[ -d "$g" ]] && golden="$g" && break
-    done
-  fi
-  [[ -n "$golden" ]] && export LIVEAVATAR_GOLDEN_DIR="$golden"
   export LIVEAVATAR_SOURCE_DIR="$root"
   local t rc=0
   # FP8 format + quantisation, the DiT (golden parity under LibTorch 2.x, FP8 quality), FLOP counter and memory

@@ -342,6 +342,7 @@ StatusOr<nlohmann::json> Bench(const ParsedCommand& cmd) {
 }
 
 int RunBench(const ParsedCommand& cmd) {
+  if (cmd.bench.load) return RunBenchLoad(cmd);
   auto result = Bench(cmd);
   if (!result.ok()) {
     LA_LOG_ERROR("{}", result.status().message());

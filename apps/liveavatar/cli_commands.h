@@ -7,6 +7,7 @@
 
 #include "cli_parse.h"
 #include "liveavatar/core/status.h"
+#include "liveavatar/pipeline/engine.h"
 #include "liveavatar/pipeline/options.h"
 #include "liveavatar/runtime/memory_planner.h"
 
@@ -24,6 +25,11 @@ int RunBatch(const ParsedCommand& cmd);     // cli_generate.cpp
 // DiT/VAE timings on random weights (cli_bench.cpp): Bench() returns the --json object, RunBench() prints it.
 StatusOr<nlohmann::json> Bench(const ParsedCommand& cmd);
 int RunBench(const ParsedCommand& cmd);     // exit 0 ok, 1 failure, 2 bad flags
+// The engine options of `run` (device and dtype of this machine; `local_rank` selects the GPU of a rank).
+pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int local_rank = 0);
+// `bench --load` (cli_bench_load.cpp): load timings and memory of --ckpt_dir as one JSON object.
+StatusOr<nlohmann::json> BenchLoad(const ParsedCommand& cmd);
+int RunBenchLoad(const ParsedCommand& cmd);
 // Prints the memory plan (table or --json). Exit status 0 fits, 1 does not fit (alternatives listed), 2 invalid
 // topology.
 int RunPlan(const ParsedCommand& cmd);      // cli_plan.cpp

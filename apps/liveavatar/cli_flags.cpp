@@ -144,6 +144,13 @@ std::vector<FlagDef> BuildTable() {
   add("--out", kModel, "DIR", kSubMakeTiny, "Directory to write the tiny checkpoint into",
       Required(LA_FIELD(make_tiny.out)));
   add("--seed", kModel, "N", kSubMakeTiny, "Seed of the random weights", Value(LA_FIELD(make_tiny.seed)));
+  add("--dims", kModel, "tiny|real", kSubMakeTiny,
+      "tiny: configs/tiny.json (random weights); real: configs/real_dims.json, the real 14B tensor shapes and key "
+      "names with zero-filled weights and a 4-shard DiT (use with --layers)",
+      Value(LA_FIELD(make_tiny.dims)));
+  add("--layers", kModel, "N", kSubMakeTiny,
+      "Keep N DiT blocks, N T5 layers and N wav2vec2 layers (default: the config's); the DiT's audio injectors "
+      "keep the layers below N", Value(LA_FIELD(make_tiny.layers)));
   add("--dtype", kModel, "bf16|fp16|fp32", kSubConvert,
       "Convert floating tensors to this type (default: keep each tensor's type)", Value(LA_FIELD(convert.dtype)));
 
@@ -215,6 +222,10 @@ std::vector<FlagDef> BuildTable() {
       "caching allocator's cap; with more local ranks than GPUs they share them, collectives staged through host "
       "memory)",
       Value(LA_FIELD(run.memory.max_gpu_mem_gb)));
+  add("--max_host_mem_gb", kMemory, "GB", kSubRun,
+      "Host memory budget in GiB for all processes of this machine together (0 = MemAvailable); the planner "
+      "refuses a plan whose predicted host peak (private memory + mapped checkpoint pages) exceeds it",
+      Value(LA_FIELD(run.memory.max_host_mem_gb)));
   add("--auto_plan", kMemory, "", kSubRun,
       "Let the planner pick the fastest full-quality placement/topology that fits (offload, FSDP, Ulysses; never "
       "FP8 or a smaller size)",
@@ -265,6 +276,10 @@ std::vector<FlagDef> BuildTable() {
       "Also time the DiT block call with FP8 weights dequantised per block (docs/fp8.md)",
       Switch(LA_FIELD(bench.with_fp8)));
   add("--json", kOutput, "", kSubBench, "Print the results as one JSON object", Switch(LA_FIELD(bench.json)));
+  add("--load", kModel, "", kSubBench,
+      "Time loading --ckpt_dir (with its LoRA) as generate does: per model seconds, GB/s read, peak RSS, and the "
+      "plan's predicted host peak beside it; plus the LoRA merge rate against this machine's fp32 GEMM rate",
+      Switch(LA_FIELD(bench.load)));
 
   // ---- Logging ----
   add("--log-level", kLogging, "LEVEL", kSubAll, "trace, debug, info, warn, error or off",

@@ -40,27 +40,6 @@ int DeviceIndexFor(int local_rank) {
   return gpus > 0 ? local_rank % gpus : local_rank;
 }
 
-// `local_rank` selects the GPU of a multi-process run.
-pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int local_rank = 0) {
-  pipeline::EngineOptions e;
-  e.ckpt_dir = run.generate.ckpt_dir;
-  e.load_lora = run.generate.load_lora;
-  e.lora_path = run.generate.lora_path_dmd;
-  e.training_config = run.generate.training_config;
-  e.t5_cpu = run.memory.t5_cpu;
-  if (at::hasCUDA()) {
-    e.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(DeviceIndexFor(local_rank)));
-    e.dtype = c10::kBFloat16;
-  } else {
-    // fp32 on the CPU: the reference numerics without bf16 rounding (the CPU path is for tests and demos).
-    e.device = c10::Device(c10::kCPU);
-    e.dtype = c10::kFloat;
-  }
-  e.fp8 = run.memory.fp8;
-  e.offload_blocks = run.memory.offload_model.value_or(false);
-  e.offload_kv_cache = run.memory.offload_kv_cache;
-  return e;
-}
 
 pipeline::GenerationRequest RequestFrom(const pipeline::RunOptions& run, int world_size = 1) {
   pipeline::GenerationRequest r;
@@ -170,6 +149,28 @@ Status CheckInputs(const pipeline::GenerationRequest& r) {
 }
 
 }  // namespace
+
+// `local_rank` selects the GPU of a multi-process run.
+pipeline::EngineOptions EngineOptionsFrom(const pipeline::RunOptions& run, int local_rank) {
+  pipeline::EngineOptions e;
+  e.ckpt_dir = run.generate.ckpt_dir;
+  e.load_lora = run.generate.load_lora;
+  e.lora_path = run.generate.lora_path_dmd;
+  e.training_config = run.generate.training_config;
+  e.t5_cpu = run.memory.t5_cpu;
+  if (at::hasCUDA()) {
+    e.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(DeviceIndexFor(local_rank)));
+    e.dtype = c10::kBFloat16;
+  } else {
+    // fp32 on the CPU: the reference numerics without bf16 rounding (the CPU path is for tests and demos).
+    e.device = c10::Device(c10::kCPU);
+    e.dtype = c10::kFloat;
+  }
+  e.fp8 = run.memory.fp8;
+  e.offload_blocks = run.memory.offload_model.value_or(false);
+  e.offload_kv_cache = run.memory.offload_kv_cache;
+  return e;
+}
 
 namespace {
 

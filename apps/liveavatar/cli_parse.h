@@ -38,6 +38,8 @@ struct MakeTinyArgs {
   uint64_t seed = 0;
   std::string config;  // configs/tiny.json (found relative to the cwd, then the source tree)
   std::string corpus;  // configs/tiny_corpus.txt, likewise
+  std::string dims = "tiny";  // --dims tiny|real: configs/tiny.json, or configs/real_dims.json (real shapes, zeros)
+  int64_t layers = 0;         // --layers N > 0: N DiT blocks, T5 layers and wav2vec2 layers (0: the config's)
 };
 
 // `liveavatar plan [generate flags] [--json] [--model_config PATH]`: print the memory plan.
@@ -62,6 +64,7 @@ struct BenchArgs {
   bool vae = true;           // --no_vae skips the VAE decode timing
   bool with_fp8 = false;     // also time the DiT with FP8 weights dequantised per block
   bool json = false;         // one JSON object on stdout
+  bool load = false;         // --load: time loading --ckpt_dir the way generate does (cli_bench_load.cpp)
 };
 
 struct ParsedCommand {

@@ -153,6 +153,25 @@ int64_t PhysicalMemoryBytes() {
   return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
 }
 
+// MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim, the page cache among it); 0 when
+// it cannot be read.
+int64_t MemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+// Budget of this host's memory: --max_host_mem_gb when given, else MemAvailable.
+int64_t HostCapacity(const pipeline::RunOptions& run) {
+  if (run.memory.max_host_mem_gb > 0) return static_cast<int64_t>(run.memory.max_host_mem_gb * kGiB);
+  return MemAvailableBytes();
+}
+
 // Capacity of one device: --max_gpu_mem_gb when given, else the free memory of CUDA device 0, else (CPU) RAM.
 int64_t DeviceCapacity(const pipeline::RunOptions& run, runtime::PlanDeviceKind kind) {
   if (run.memory.max_gpu_mem_gb > 0) return static_cast<int64_t>(run.memory.max_gpu_mem_gb * kGiB);
@@ -262,6 +281,15 @@ StatusOr<PlanContext> BuildInputs(const pipeline::RunOptions& run, const std::st
     }
   }
   in.capacity_bytes = DeviceCapacity(run, in.device);
+  // This host's MemAvailable budgets a plan for this machine; planning another machine's run (--device other
+  // than this one's) needs --max_host_mem_gb to check the host.
+  const bool this_machine = device.empty() || (device == "cuda") == at::hasCUDA();
+  in.host_capacity_bytes = run.memory.max_host_mem_gb > 0 || this_machine ? HostCapacity(run) : 0;
+  // The launcher starts --nproc_per_node ranks on this host; under torchrun/Slurm LOCAL_WORLD_SIZE says it.
+  in.ranks_per_host = in.world_size;
+  if (const char* l = std::getenv("LOCAL_WORLD_SIZE"); l != nullptr && std::atoi(l) > 0 && run.parallel.nproc_per_node <= 1) {
+    in.ranks_per_host = std::atoi(l);
+  }
   return ctx;
 }
 
@@ -313,9 +341,25 @@ nlohmann::json ToJson(const PlanContext& ctx, const runtime::MemoryPlan& p,
   j["geometry"] = {{"latent_h", p.latent_h},       {"latent_w", p.latent_w},       {"frame_seqlen", p.frame_seqlen},
                    {"ring_tokens", p.ring_tokens}, {"sink_tokens", p.sink_tokens}, {"block_tokens", p.block_tokens}};
   j["params"] = {{"dit", p.dit_params}, {"t5", p.t5_params}, {"wav2vec2", p.wav2vec2_params}, {"vae", p.vae_params}};
+  j["device_fits"] = p.device_fits;
+  j["host"] = {{"fits", p.host_fits},
+               {"peak_bytes", p.host_peak_bytes},
+               {"anon_bytes", p.host_anon_bytes},
+               {"page_cache_bytes", p.host_page_cache_bytes},
+               {"capacity_bytes", p.host_capacity_bytes},
+               {"ranks_per_host", p.ranks_per_host}};
   j["roles"] = nlohmann::json::array();
   for (const auto& r : p.roles) {
     nlohmann::json jr;
+    nlohmann::json hc = nlohmann::json::array();
+    for (const auto& c : r.host.components) {
+      hc.push_back({{"name", c.name}, {"detail", c.detail}, {"anon", c.anon}, {"mapped", c.mapped}});
+    }
+    jr["host"] = {{"peak_bytes", r.host.peak},
+                  {"anon_peak_bytes", r.host.anon_peak},
+                  {"mapped_peak_bytes", r.host.mapped_peak},
+                  {"page_cache_bytes", r.host.page_cache},
+                  {"components", hc}};
     jr["role"] = r.role;
     jr["ranks"] = r.ranks;
     jr["first_step"] = r.first_step;
@@ -348,8 +392,24 @@ nlohmann::json ToJson(const PlanContext& ctx, const runtime::MemoryPlan& p,
 std::string AlternativesText(const std::vector<runtime::PlanAlternative>& alts) {
   std::string s;
   for (const auto& a : alts) {
-    s += "  " + a.flags + "  -> peak " + Gib(a.peak_bytes) + " GiB per rank" +
-         (a.full_quality ? "" : " (lower quality)") + "\n";
+    const runtime::MemoryPlan ap = runtime::MemoryPlanner::Plan(a.inputs);
+    s += "  " + a.flags + "  -> peak " + Gib(a.peak_bytes) + " GiB per rank, host " + Gib(ap.host_peak_bytes) +
+         " GiB" + (a.full_quality ? "" : " (lower quality)") + "\n";
+  }
+  return s;
+}
+
+// Why `p` does not fit, naming the budget(s) it exceeds.
+std::string OverBudgetText(const runtime::MemoryPlan& p) {
+  std::string s;
+  if (!p.device_fits) {
+    s = "the memory plan needs " + Gib(p.peak_bytes) + " GiB per rank but the device budget is " +
+        Gib(p.capacity_bytes) + " GiB";
+  }
+  if (!p.host_fits) {
+    s += std::string(s.empty() ? "" : "; and ") + "the " + std::to_string(p.ranks_per_host) +
+         " process(es) of this host need " + Gib(p.host_peak_bytes) + " GiB of host memory but the host budget is " +
+         Gib(p.host_capacity_bytes) + " GiB (--max_host_mem_gb, else MemAvailable)";
   }
   return s;
 }
@@ -397,10 +457,24 @@ std::string ToText(const PlanContext& ctx, const runtime::MemoryPlan& p,
                   Gib(r.encode_peak).c_str(), Gib(r.load_peak).c_str(), Gib(r.denoise_peak).c_str(),
                   r.decodes ? Gib(r.decode_peak).c_str() : "-", Gib(r.peak).c_str(), r.peak_phase.c_str());
     o << line;
+    o << "  host per rank: peak " << Gib(r.host.peak) << " GiB (private " << Gib(r.host.anon_peak) << ", mapped "
+      << Gib(r.host.mapped_peak) << "); reads " << Gib(r.host.page_cache) << " GiB of checkpoint files\n";
+    for (const auto& c : r.host.components) {
+      std::snprintf(line, sizeof(line), "    %-20s %8s %8s  %s\n", c.name.c_str(), Gib(c.anon).c_str(),
+                    Gib(c.mapped).c_str(), c.detail.c_str());
+      o << line;
+    }
   }
-  o << "\nverdict: " << (p.fits ? "fits" : "does NOT fit") << " (peak " << Gib(p.peak_bytes) << " GiB per rank";
-  if (p.capacity_bytes > 0) o << (p.fits ? " <= " : " > ") << Gib(p.capacity_bytes) << " GiB";
+  o << "\nhost: " << Gib(p.host_peak_bytes) << " GiB for the " << p.ranks_per_host << " rank(s) of one host (private "
+    << Gib(p.host_anon_bytes) << "), page cache " << Gib(p.host_page_cache_bytes) << " GiB (shared, reclaimable)";
+  if (p.host_capacity_bytes > 0) o << (p.host_fits ? " <= " : " > ") << Gib(p.host_capacity_bytes) << " GiB";
+  o << "\n";
+  o << "\nverdict: " << (p.fits ? "fits" : "does NOT fit") << " (device peak " << Gib(p.peak_bytes) << " GiB per rank";
+  if (p.capacity_bytes > 0) o << (p.device_fits ? " <= " : " > ") << Gib(p.capacity_bytes) << " GiB";
+  o << "; host " << Gib(p.host_peak_bytes) << " GiB";
+  if (p.host_capacity_bytes > 0) o << (p.host_fits ? " <= " : " > ") << Gib(p.host_capacity_bytes) << " GiB";
   o << ")\n";
+  if (!p.fits) o << "over budget: " << OverBudgetText(p) << "\n";
   if (!p.fits && !alts.empty()) o << "alternatives that fit:\n" << AlternativesText(alts);
   return o.str();
 }
@@ -437,8 +511,7 @@ Status PreflightPlan(const pipeline::RunOptions& run) {
               p.capacity_bytes > 0 ? Gib(p.capacity_bytes) : std::string("unknown"));
   if (p.fits) return Status::Ok();
   const auto alts = runtime::MemoryPlanner::Alternatives(ctx.inputs);
-  std::string msg = "the memory plan needs " + Gib(p.peak_bytes) + " GiB per rank but the device budget is " +
-                    Gib(p.capacity_bytes) + " GiB (run `liveavatar plan` with the same flags for the table)";
+  std::string msg = OverBudgetText(p) + " (run `liveavatar plan` with the same flags for the table)";
   if (alts.empty()) {
     msg += "; no alternative fits on up to 8 GPUs";
   } else {

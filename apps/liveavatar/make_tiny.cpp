@@ -1,5 +1,6 @@
 #include "make_tiny.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -28,7 +29,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kDitShardPattern = "diffusion_pytorch_model-0000{}-of-00002.safetensors";
+constexpr const char* kDitShardPattern = "diffusion_pytorch_model-0000{}-of-0000{n}.safetensors";
+
+// The config's "_fill": "zeros" (real-dims checkpoints: values do not matter, writing is fast) or "random".
+bool ZeroFill(const nlohmann::json& config) { return config.value("_fill", std::string("random")) == "zeros"; }
+
+// Weights of `specs` for `config`: RandomWeights(), or zeros in `dtype` when the config says so.
+StatusOr<NamedTensors> ConfigWeights(const nlohmann::json& config, const std::vector<models::WeightSpec>& specs,
+                                     uint64_t seed, c10::ScalarType dtype) {
+  if (!ZeroFill(config)) return RandomWeights(specs, seed, dtype);
+  NamedTensors out;
+  out.reserve(specs.size());
+  for (const auto& spec : specs) {
+    at::Tensor t = spec.init == "ones" ? at::ones(spec.shape, at::TensorOptions().dtype(dtype))
+                                       : at::zeros(spec.shape, at::TensorOptions().dtype(dtype));
+    out.emplace_back(spec.key, std::move(t));
+  }
+  return out;
+}
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -62,9 +80,10 @@ Status WriteText(const std::string& path, const std::string& text) {
 
 Status WriteJson(const std::string& path, const nlohmann::json& j) { return WriteText(path, j.dump(2) + "\n"); }
 
-std::string ShardName(int i) {
+std::string ShardName(int i, int n) {
   std::string s = kDitShardPattern;
-  return s.replace(s.find("{}"), 2, std::to_string(i));
+  s.replace(s.find("{}"), 2, std::to_string(i));
+  return s.replace(s.find("{n}"), 3, std::to_string(n));
 }
 
 std::vector<std::string> SplitCsv(const std::string& s) {
@@ -156,12 +175,12 @@ std::string FindDataFile(const std::string& explicit_path, const std::string& re
 StatusOr<std::vector<TinyTensorFile>> TinyDitFiles(const nlohmann::json& config, uint64_t seed) {
   LA_ASSIGN_OR_RETURN(nlohmann::json dit_json, Section(config, "dit"));
   LA_ASSIGN_OR_RETURN(models::dit::DitConfig dit, models::dit::DitConfigFromJson(dit_json, "tiny config: dit"));
-  LA_ASSIGN_OR_RETURN(NamedTensors all, RandomWeights(models::dit::DitWeightSpecs(dit), seed, at::kBFloat16));
-  // Two shards, split in module order like the real 4-shard checkpoint.
-  std::vector<TinyTensorFile> files(2);
-  const size_t half = all.size() / 2;
-  for (size_t i = 0; i < all.size(); ++i) files[i < half ? 0 : 1].tensors.push_back(std::move(all[i]));
-  for (int i = 0; i < 2; ++i) files[i].relpath = ShardName(i + 1);
+  LA_ASSIGN_OR_RETURN(NamedTensors all, ConfigWeights(config, models::dit::DitWeightSpecs(dit), seed, at::kBFloat16));
+  // Shards split in module order like the real 4-shard checkpoint ("_dit_shards", default 2).
+  const int n = std::max(1, std::min<int>(config.value("_dit_shards", 2), static_cast<int>(all.size())));
+  std::vector<TinyTensorFile> files(static_cast<size_t>(n));
+  for (size_t i = 0; i < all.size(); ++i) files[i * static_cast<size_t>(n) / all.size()].tensors.push_back(std::move(all[i]));
+  for (int i = 0; i < n; ++i) files[static_cast<size_t>(i)].relpath = ShardName(i + 1, n);
   return files;
 }
 
@@ -171,7 +190,7 @@ StatusOr<TinyTensorFile> TinyT5File(const nlohmann::json& config, uint64_t seed)
   TinyTensorFile file;
   file.relpath = io::kT5File;
   file.format = TinyTensorFile::Format::kPth;  // bf16 torch.save zip, like models_t5_umt5-xxl-enc-bf16.pth
-  LA_ASSIGN_OR_RETURN(file.tensors, RandomWeights(models::t5::T5WeightSpecs(t5), seed, at::kBFloat16));
+  LA_ASSIGN_OR_RETURN(file.tensors, ConfigWeights(config, models::t5::T5WeightSpecs(t5), seed, at::kBFloat16));
   return file;
 }
 
@@ -181,7 +200,7 @@ StatusOr<TinyTensorFile> TinyVaeFile(const nlohmann::json& config, uint64_t seed
   TinyTensorFile file;
   file.relpath = io::kVaeFile;
   file.format = TinyTensorFile::Format::kPth;  // fp32 torch.save zip, like the real Wan2.1_VAE.pth
-  LA_ASSIGN_OR_RETURN(file.tensors, RandomWeights(models::vae::VaeWeightSpecs(vae), seed, at::kFloat));
+  LA_ASSIGN_OR_RETURN(file.tensors, ConfigWeights(config, models::vae::VaeWeightSpecs(vae), seed, at::kFloat));
   return file;
 }
 
@@ -193,7 +212,7 @@ StatusOr<TinyTensorFile> TinyWav2Vec2File(const nlohmann::json& config, uint64_t
                                                             "tiny config: wav2vec2"));
   TinyTensorFile file;
   file.relpath = (fs::path(io::kWav2Vec2Dir) / io::kWav2Vec2SafetensorsFile).string();
-  LA_ASSIGN_OR_RETURN(file.tensors, RandomWeights(models::audio::Wav2Vec2WeightSpecs(w2v), seed, at::kFloat));
+  LA_ASSIGN_OR_RETURN(file.tensors, ConfigWeights(config, models::audio::Wav2Vec2WeightSpecs(w2v), seed, at::kFloat));
   return file;
 }
 
@@ -231,8 +250,26 @@ StatusOr<TinyTensorFile> TinyLoraFile(const nlohmann::json& config, uint64_t see
   }
   TinyTensorFile file;
   file.relpath = io::kTinyLoraFile;
-  LA_ASSIGN_OR_RETURN(file.tensors, RandomWeights(specs, seed, at::kBFloat16));
+  LA_ASSIGN_OR_RETURN(file.tensors, ConfigWeights(config, specs, seed, at::kBFloat16));
   return file;
+}
+
+Status ApplyLayerCount(nlohmann::json* config, int64_t layers) {
+  if (layers == 0) return Status::Ok();
+  if (layers < 0) return Status::InvalidArgument("--layers must be positive (got " + std::to_string(layers) + ")");
+  auto& dit = (*config)["dit"];
+  dit["num_layers"] = layers;
+  if (dit.contains("audio_inject_layers") && dit["audio_inject_layers"].is_array()) {
+    nlohmann::json kept = nlohmann::json::array();
+    for (const auto& l : dit["audio_inject_layers"]) {
+      if (l.is_number_integer() && l.get<int64_t>() < layers) kept.push_back(l);
+    }
+    if (kept.empty()) kept.push_back(0);
+    dit["audio_inject_layers"] = kept;
+  }
+  (*config)["t5"]["num_layers"] = layers;
+  (*config)["wav2vec2"]["config"]["num_hidden_layers"] = layers;
+  return Status::Ok();
 }
 
 StatusOr<std::vector<TinyTensorFile>> BuildTinyTensorFiles(const nlohmann::json& config, uint64_t seed) {
@@ -301,22 +338,37 @@ Status TrainTokenizer(const nlohmann::json& config, const std::string& corpus, c
 
 Status WriteTinyCheckpoint(const MakeTinyArgs& args) {
   if (args.out.empty()) return Status::InvalidArgument("--out is required");
-  const std::string config_path = FindDataFile(args.config, "configs/tiny.json");
+  if (args.dims != "tiny" && args.dims != "real") {
+    return Status::InvalidArgument("--dims must be tiny or real (got '" + args.dims + "')");
+  }
+  const std::string config_path =
+      FindDataFile(args.config, args.dims == "real" ? "configs/real_dims.json" : "configs/tiny.json");
   const std::string corpus_path = FindDataFile(args.corpus, "configs/tiny_corpus.txt");
   LA_ASSIGN_OR_RETURN(nlohmann::json config, LoadTinyConfig(config_path));
-  LA_ASSIGN_OR_RETURN(auto files, BuildTinyTensorFiles(config, args.seed));
+  LA_RETURN_IF_ERROR(ApplyLayerCount(&config, args.layers));
   std::error_code ec;
   fs::create_directories(args.out, ec);
   if (ec) return Status::IOError(args.out + ": cannot create (" + ec.message() + ")");
   const fs::path root(args.out);
-  size_t count = 0;
-  for (const auto& f : files) {
+  size_t count = 0, nfiles = 0;
+  // One piece in memory at a time (a real-dims T5 alone is GBs): build, write, drop.
+  {
+    LA_ASSIGN_OR_RETURN(auto dit_files, TinyDitFiles(config, args.seed));
+    for (const auto& f : dit_files) {
+      LA_RETURN_IF_ERROR(WriteTensorFile(args.out, f));
+      count += f.tensors.size();
+    }
+    nfiles += dit_files.size();
+    // A stale single-file DiT would shadow nothing (the index wins) but confuses readers: remove it.
+    fs::remove(root / io::kDitSingleFile, ec);
+    LA_RETURN_IF_ERROR(WriteJson((root / io::kDitIndexFile).string(), DitIndex(dit_files)));
+  }
+  for (auto piece : {TinyT5File, TinyVaeFile, TinyWav2Vec2File, TinyLoraFile}) {
+    LA_ASSIGN_OR_RETURN(TinyTensorFile f, piece(config, args.seed));
     LA_RETURN_IF_ERROR(WriteTensorFile(args.out, f));
     count += f.tensors.size();
+    ++nfiles;
   }
-  // A stale single-file DiT would shadow nothing (the index wins) but confuses readers: remove it.
-  fs::remove(root / io::kDitSingleFile, ec);
-  LA_RETURN_IF_ERROR(WriteJson((root / io::kDitIndexFile).string(), DitIndex(files)));
   LA_RETURN_IF_ERROR(WriteJson((root / io::kDitConfigFile).string(), config["dit"]));
   const fs::path w2v = root / io::kWav2Vec2Dir;
   LA_RETURN_IF_ERROR(WriteJson((w2v / io::kWav2Vec2ConfigFile).string(), config["wav2vec2"]["config"]));
@@ -330,7 +382,8 @@ Status WriteTinyCheckpoint(const MakeTinyArgs& args) {
   nlohmann::json provenance = config;
   provenance["_made_by"] = {{"tool", "liveavatar make-tiny"}, {"seed", args.seed}, {"config", config_path}};
   LA_RETURN_IF_ERROR(WriteJson((root / "tiny_config.json").string(), provenance));
-  LA_LOG_INFO("make-tiny: wrote {} tensors in {} files to {} (seed {})", count, files.size(), args.out, args.seed);
+  LA_LOG_INFO("make-tiny: wrote {} tensors in {} files to {} (seed {}{})", count, nfiles, args.out, args.seed,
+              ZeroFill(config) ? ", zero-filled" : "");
   return Status::Ok();
 }
 

@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include "liveavatar/io/checkpoint_dir.h"
 #include "liveavatar/models/dit/fp8_weights.h"
 #include "liveavatar/models/dit/weights.h"
 #include "liveavatar/models/fp8.h"
@@ -225,11 +226,9 @@ StatusOr<std::unique_ptr<ShardManager>> ShardManager::Create(const DitConfig& co
 
 StatusOr<std::unique_ptr<ShardManager>> ShardManager::Open(const std::string& ckpt_dir, CommunicatorPtr group,
                                                           const ShardOptions& options) {
-  namespace fs = std::filesystem;
-  LA_ASSIGN_OR_RETURN(DitConfig config, models::dit::LoadDitConfig((fs::path(ckpt_dir) / "config.json").string()));
-  std::string path = (fs::path(ckpt_dir) / "diffusion_pytorch_model.safetensors").string();
-  if (!fs::exists(path)) path = (fs::path(ckpt_dir) / "diffusion_pytorch_model.safetensors.index.json").string();
-  LA_ASSIGN_OR_RETURN(std::shared_ptr<io::TensorStore> store, io::OpenTensorStore(path));
+  const io::CheckpointDir layout = io::CheckpointDir::At(ckpt_dir, "");
+  LA_ASSIGN_OR_RETURN(DitConfig config, models::dit::LoadDitConfig(layout.dit_config));
+  LA_ASSIGN_OR_RETURN(std::shared_ptr<io::TensorStore> store, io::OpenTensorStore(layout.dit_weights));
   return Create(config, *store, std::move(group), options);
 }
 

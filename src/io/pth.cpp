@@ -108,12 +108,20 @@ StatusOr<at::Tensor> PthReader::Get(const std::string& key) const {
   const auto opts = at::TensorOptions().dtype(ToScalarType(t.dtype)).device(at::kCPU);
   if (t.storage_numel == 0) return at::empty(t.size, opts);
   const uint8_t* ptr = file_->data() + t.storage_file_offset;
+  internal::CountTensorDataRequest(t.storage_numel * DTypeSize(t.dtype));
   auto keep = file_;
   // The mapping is read-only; from_blob takes a non-const pointer but nothing writes through it.
   at::Tensor storage = at::from_blob(const_cast<uint8_t*>(ptr), {static_cast<int64_t>(t.storage_numel)},
                                      [keep](void*) {}, opts);
   if (reinterpret_cast<uintptr_t>(ptr) % DTypeSize(t.dtype) != 0) storage = storage.clone();
   return storage.as_strided(t.size, t.stride, t.storage_offset);
+}
+
+void PthReader::Release(const std::string& key) const {
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  const PthTensorInfo& t = tensors_[it->second];
+  file_->DropPages(t.storage_file_offset, t.storage_numel * DTypeSize(t.dtype));
 }
 
 Status WritePth(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -151,12 +151,17 @@ StatusOr<at::Tensor> SafetensorsReader::Get(const std::string& key) const {
   const auto opts = at::TensorOptions().dtype(ToScalarType(e->meta.dtype)).device(at::kCPU);
   if (e->meta.numel() == 0) return at::empty(e->meta.shape, opts);
   const uint8_t* ptr = file_->data() + FileOffset(*e);
+  internal::CountTensorDataRequest(e->meta.nbytes());
   auto keep = file_;
   // The mapping is read-only; LibTorch's from_blob takes a non-const pointer but we never write through it.
   at::Tensor t = at::from_blob(const_cast<uint8_t*>(ptr), e->meta.shape, [keep](void*) {}, opts);
   // Element alignment: safetensors does not guarantee it; copy when the view would be misaligned.
   if (reinterpret_cast<uintptr_t>(ptr) % DTypeSize(e->meta.dtype) != 0) t = t.clone();
   return t;
+}
+
+void SafetensorsReader::Release(const std::string& key) const {
+  if (const SafetensorsEntry* e = Find(key)) file_->DropPages(FileOffset(*e), e->meta.nbytes());
 }
 
 Status WriteSafetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -117,6 +117,10 @@ StatusOr<at::Tensor> SafetensorsIndexReader::Get(const std::string& key) const {
   return s->Get(key);
 }
 
+void SafetensorsIndexReader::Release(const std::string& key) const {
+  if (const SafetensorsReader* s = ShardOf(key)) s->Release(key);
+}
+
 StatusOr<std::string> WriteShardedSafetensors(const std::string& dir, const std::string& base_name,
                                               const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                                               uint64_t max_shard_bytes, const std::vector<DType>& dtypes) {

@@ -1,5 +1,7 @@
 #include "liveavatar/io/tensor_store.h"
 
+#include <atomic>
+
 #include <ATen/ATen.h>
 
 #include "liveavatar/io/pth.h"
@@ -9,6 +11,8 @@
 namespace liveavatar::io {
 
 namespace {
+
+std::atomic<uint64_t> g_tensor_data_requested{0};
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -42,6 +46,11 @@ class MemoryStore : public TensorStore {
 };
 
 }  // namespace
+
+uint64_t TensorDataBytesRequested() { return g_tensor_data_requested.load(std::memory_order_relaxed); }
+void internal::CountTensorDataRequest(uint64_t bytes) {
+  g_tensor_data_requested.fetch_add(bytes, std::memory_order_relaxed);
+}
 
 std::shared_ptr<TensorStore> MakeMemoryStore(std::map<std::string, at::Tensor> tensors, std::string name) {
   return std::make_shared<MemoryStore>(std::move(tensors), std::move(name));

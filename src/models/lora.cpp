@@ -1,6 +1,7 @@
 #include "liveavatar/core/json_file.h"
 #include "liveavatar/models/lora.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -78,6 +79,9 @@ StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path) {
     return Status::InvalidArgument(path + ": bad field type: " + e.what());
   }
   if (c.rank <= 0) return Status::InvalidArgument(path + ": field \"lora_rank\" must be positive");
+  if (!std::isfinite(c.alpha) || c.alpha <= 0 || c.alpha > 1e6) {
+    return Status::InvalidArgument(path + ": field \"lora_alpha\" must be a finite value in (0, 1e6]");
+  }
   return c;
 }
 
@@ -141,19 +145,54 @@ StatusOr<LoraMatch> ResolveLora(const io::TensorStore& lora,
   return match;
 }
 
+StatusOr<LoraApplier> LoraApplier::Create(std::shared_ptr<const io::TensorStore> lora,
+                                          const std::map<std::string, std::vector<int64_t>>& base_shapes, double alpha,
+                                          int rank, const std::vector<std::string>& targets) {
+  if (!std::isfinite(alpha) || alpha <= 0 || alpha > 1e6) {
+    return Status::InvalidArgument(lora->path() + ": LoRA alpha " + std::to_string(alpha) +
+                                   " is not a finite value in (0, 1e6]");
+  }
+  LA_ASSIGN_OR_RETURN(LoraMatch match, ResolveLora(*lora, base_shapes, rank, targets));
+  LoraApplier a;
+  for (auto& [module, p] : match.pairs) a.by_weight_[module + ".weight"] = std::move(p);
+  a.lora_ = std::move(lora);
+  a.scale_ = alpha / static_cast<double>(rank);
+  a.rank_ = rank;
+  return a;
+}
+
+StatusOr<LoraApplier> LoraApplier::Open(const std::string& lora_path,
+                                        const std::map<std::string, std::vector<int64_t>>& base_shapes,
+                                        std::optional<double> alpha, std::optional<int> rank) {
+  LA_ASSIGN_OR_RETURN(LoraTrainingConfig params, ResolveLoraParams(lora_path, alpha, rank));
+  LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(lora_path));
+  return Create(std::move(store), base_shapes, params.alpha, params.rank, params.targets);
+}
+
+StatusOr<at::Tensor> LoraApplier::Apply(const std::string& key, const at::Tensor& w, const c10::Device& device) const {
+  auto it = by_weight_.find(key);
+  if (it == by_weight_.end()) return at::Tensor();
+  LA_ASSIGN_OR_RETURN(at::Tensor a, lora_->Get(it->second.first));
+  LA_ASSIGN_OR_RETURN(at::Tensor b, lora_->Get(it->second.second));
+  at::Tensor out = w.to(device, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  out.addmm_(b.to(device, at::kFloat), a.to(device, at::kFloat), /*beta=*/1.0, /*alpha=*/scale_);
+  lora_->Release(it->second.first);
+  lora_->Release(it->second.second);
+  return out;
+}
+
 StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,
                         const std::vector<std::string>& targets) {
   std::map<std::string, std::vector<int64_t>> base_shapes;
   for (const auto& [key, w] : weights) base_shapes[key] = w.sizes().vec();
-  LA_ASSIGN_OR_RETURN(LoraMatch match, ResolveLora(lora, base_shapes, rank, targets));
-  const double scale = alpha / static_cast<double>(rank);
+  // A non-owning handle: `lora` outlives this call.
+  std::shared_ptr<const io::TensorStore> handle(&lora, [](const io::TensorStore*) {});
+  LA_ASSIGN_OR_RETURN(LoraApplier applier, LoraApplier::Create(handle, base_shapes, alpha, rank, targets));
   int merged = 0;
-  for (const auto& [module, p] : match.pairs) {
-    LA_ASSIGN_OR_RETURN(auto a, lora.Get(p.first));
-    LA_ASSIGN_OR_RETURN(auto b, lora.Get(p.second));
-    auto& w = weights.at(module + ".weight");
-    auto delta = at::matmul(b.to(w.device(), at::kFloat), a.to(w.device(), at::kFloat)) * scale;
-    w = (w.to(at::kFloat) + delta).to(w.scalar_type());
+  for (auto& [key, w] : weights) {
+    LA_ASSIGN_OR_RETURN(at::Tensor m, applier.Apply(key, w, w.device()));
+    if (!m.defined()) continue;
+    w = m.to(w.scalar_type());
     ++merged;
   }
   return merged;

@@ -70,14 +70,49 @@ StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<
   for (const auto& spec : specs) {
     if (!store.Contains(spec.key)) continue;
     LA_ASSIGN_OR_RETURN(at::Tensor t, store.Get(spec.key));
-    bool keep = false;
-    for (const auto& s : options.keep_fp32_suffixes) keep = keep || EndsWith(spec.key, s);
     auto dtype = t.scalar_type();
-    if (at::isFloatingType(dtype)) dtype = keep ? c10::kFloat : options.dtype;
-    // Always copy: the store's tensors may alias a read-only mapping.
-    out[spec.key] = t.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/true);
+    if (at::isFloatingType(dtype)) {
+      if (options.dtype_of) {
+        dtype = options.dtype_of(spec.key);
+      } else {
+        bool keep = false;
+        for (const auto& s : options.keep_fp32_suffixes) keep = keep || EndsWith(spec.key, s);
+        dtype = keep ? c10::kFloat : options.dtype;
+      }
+    }
+    bool aliases_store = true;
+    if (options.transform) {
+      auto r = options.transform(spec.key, t);
+      if (!r.ok()) return r.status().WithPrefix(store.path() + ": " + spec.key);
+      if (r.value().defined()) {
+        t = std::move(r).value();
+        aliases_store = false;
+      }
+    }
+    // Copy whatever may alias the store's read-only mapping; a transformed tensor is converted in place of it.
+    at::Tensor w = t.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/aliases_store);
+    t = at::Tensor();
+    store.Release(spec.key);
+    if (options.check_finite && at::isFloatingType(w.scalar_type())) {
+      LA_RETURN_IF_ERROR(CheckFinite(w, store.path() + ": tensor '" + spec.key + "'"));
+    }
+    out[spec.key] = std::move(w);
   }
   return out;
+}
+
+Status CheckFinite(const at::Tensor& t, const std::string& what) {
+  constexpr int64_t kChunk = int64_t{1} << 22;  // bounded transient: 4 Mi flags per step
+  const at::Tensor flat = t.reshape({-1});
+  for (int64_t i = 0; i < flat.numel(); i += kChunk) {
+    const at::Tensor part = flat.narrow(0, i, std::min(kChunk, flat.numel() - i));
+    if (!at::isfinite(part).all().item<bool>()) {
+      const bool nan = at::isnan(part).any().item<bool>();
+      return Status::Corruption(what + " holds " + (nan ? "NaN" : "infinite") +
+                                " values (a corrupt or mis-converted checkpoint; re-download it)");
+    }
+  }
+  return Status::Ok();
 }
 
 const at::Tensor& W(const WeightMap& weights, const std::string& key) {

@@ -153,6 +153,19 @@ bool CheckpointReport::failed() const {
   return false;
 }
 
+Status CheckpointReport::ToStatus() const {
+  std::string msg;
+  size_t n = 0;
+  for (const auto& r : results) {
+    if (!r.failed()) continue;
+    ++n;
+    msg += "\n  " + r.what + (r.fix.empty() ? "" : "\n      fix: " + r.fix);
+  }
+  if (n == 0) return Status::Ok();
+  return Status::Corruption("checkpoint pre-flight (file headers only, nothing loaded) found " + std::to_string(n) +
+                            " problem(s):" + msg);
+}
+
 CheckpointReport CheckCheckpoint(const CheckpointCheckOptions& options) {
   CheckpointReport report;
   std::vector<io::CheckResult>& out = report.results;
@@ -190,9 +203,7 @@ CheckpointReport CheckCheckpoint(const CheckpointCheckOptions& options) {
                          "restore the checkpoint's original config.json"));
     } else {
       dit_config = *cfg;
-      // The engine (models::dit::LoadDitCheckpoint) prefers the single file when both layouts exist.
-      std::string path = (fs::path(root) / io::kDitSingleFile).string();
-      if (!fs::exists(path)) path = (fs::path(root) / io::kDitIndexFile).string();
+      const std::string& path = dir.dit_weights;  // the file models::dit::LoadDitCheckpoint reads
       auto store = io::OpenTensorStore(path);
       const auto specs = models::dit::DitWeightSpecs(*dit_config);
       for (const auto& s : specs) dit_shapes[s.key] = s.shape;
@@ -216,8 +227,8 @@ CheckpointReport CheckCheckpoint(const CheckpointCheckOptions& options) {
       report.t5 = *cfg;
       out.push_back(SpecCheck("T5 weights", **store, models::t5::T5WeightSpecs(*cfg), "the umT5 layout"));
       if (dit_config && cfg->dim != dit_config->text_dim) {
-        out.push_back(Fail("T5 dim " + std::to_string(cfg->dim) + " != DiT text_dim " +
-                               std::to_string(dit_config->text_dim) + " (" + dir.t5_weights + ")",
+        out.push_back(Fail("T5 dim " + std::to_string(cfg->dim) + " (" + dir.t5_weights + ") != DiT text_dim " +
+                               std::to_string(dit_config->text_dim) + " (" + dir.dit_config + ")",
                            "use the T5 encoder shipped with this DiT checkpoint"));
       }
     }
@@ -258,8 +269,9 @@ CheckpointReport CheckCheckpoint(const CheckpointCheckOptions& options) {
       }
       out.push_back(SpecCheck("wav2vec2 weights", **store, specs, "its config.json"));
       if (dit_config && cfg->hidden_size != dit_config->audio_dim) {
-        out.push_back(Fail("wav2vec2 hidden size " + std::to_string(cfg->hidden_size) + " != DiT audio_dim " +
-                               std::to_string(dit_config->audio_dim) + " (" + dir.wav2vec2_config + ")",
+        out.push_back(Fail("wav2vec2 hidden size " + std::to_string(cfg->hidden_size) + " (" + dir.wav2vec2_config +
+                               ") != DiT audio_dim " + std::to_string(dit_config->audio_dim) + " (" +
+                               dir.dit_config + ")",
                            "use wav2vec2-large-xlsr-53-english, the audio encoder this DiT was trained with"));
       }
     }

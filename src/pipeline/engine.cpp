@@ -6,6 +6,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -90,7 +91,14 @@ const models::vae::WanVae* Engine::vae() const { return impl_->vae.get(); }
 const EngineOptions& Engine::options() const { return impl_->options; }
 
 StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
-  LA_RETURN_IF_ERROR(io::CheckCheckpointDir(options.ckpt_dir, ""));
+  // Pre-flight from headers: every piece, key, shape and cross-model dimension, all mismatches in one error,
+  // before any tensor data is read.
+  CheckpointCheckOptions cco;
+  cco.ckpt_dir = options.ckpt_dir;
+  cco.load_lora = options.load_dit && options.load_lora;
+  cco.lora_path = options.lora_path;
+  cco.training_config = options.training_config;
+  LA_RETURN_IF_ERROR(CheckCheckpoint(cco).ToStatus());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   const fs::path dir(options.ckpt_dir);
@@ -101,17 +109,28 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   if (!options.load_dit) {
     LA_ASSIGN_OR_RETURN(dit_config, models::dit::LoadDitConfig((dir / io::kDitConfigFile).string()));
   } else {
-    LA_ASSIGN_OR_RETURN(models::dit::DitCheckpoint ckpt, models::dit::LoadDitCheckpoint(options.ckpt_dir));
-    dit_config = ckpt.config;
-    if (options.load_lora) {
-      LA_ASSIGN_OR_RETURN(LoraChoice lora, ResolveLora(options));
-      LA_ASSIGN_OR_RETURN(int pairs, models::MergeLoraFile(ckpt.weights, lora.path, lora.alpha, lora.rank));
-      LA_LOG_INFO("LoRA: merged {} pairs from {}", pairs, lora.path);
-    }
     if (options.fp8 && options.offload_blocks) {
       return Status::InvalidArgument("--fp8 with --offload_model True: not supported together yet (both supply "
                                      "the DiT blocks); choose one");
     }
+    // Streaming load: each tensor from the mapped file to its final dtype, on the device the model runs on (the
+    // host for offloaded blocks), its LoRA delta added on the way.
+    LA_ASSIGN_OR_RETURN(dit_config, models::dit::LoadDitConfig((dir / io::kDitConfigFile).string()));
+    std::optional<models::LoraApplier> lora;
+    if (options.load_lora) {
+      LA_ASSIGN_OR_RETURN(LoraChoice choice, ResolveLora(options));
+      LA_ASSIGN_OR_RETURN(lora, models::LoraApplier::Open(choice.path, models::dit::DitBaseShapes(dit_config),
+                                                          choice.alpha, choice.rank));
+    }
+    models::dit::DitLoadOptions dlo;
+    dlo.dtype = options.dtype;
+    dlo.device = options.offload_blocks ? c10::Device(c10::kCPU) : options.device;
+    dlo.lora = lora ? &*lora : nullptr;
+    const auto t_dit = Clock::now();
+    LA_ASSIGN_OR_RETURN(models::dit::DitCheckpoint ckpt, models::dit::LoadDitCheckpoint(options.ckpt_dir, dlo));
+    if (lora) LA_LOG_INFO("LoRA: merged {} pairs from {} while loading", lora->pairs(), lora->path());
+    LA_LOG_INFO("DiT: streamed to {} in {:.1f} s", dlo.device.str(), MsSince(t_dit) / 1000.0);
+    if (options.on_loaded) options.on_loaded("dit", MsSince(t_dit) / 1000.0);
     if (options.offload_blocks) {
       models::dit::OffloadOptions oo;
       oo.dtype = options.dtype;
@@ -130,6 +149,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   }
 
   if (options.load_encoders) {
+    auto t_comp = Clock::now();
     // T5.
     const std::string t5_path = (dir / io::kT5File).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(t5_path));
@@ -145,6 +165,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
                         models::t5::PromptEncoder::Load((dir / io::kTokenizerFile).string(), t5_path, t5cfg, lo,
                                                         dit_config.text_len));
     impl->t5 = std::make_unique<models::t5::PromptEncoder>(std::move(pe));
+    if (options.on_loaded) options.on_loaded("t5", MsSince(t_comp) / 1000.0);
+    t_comp = Clock::now();
 
     // wav2vec2 (fp32 on the compute device: the reference keeps the audio path in fp32 islands downstream).
     models::LoadOptions wlo;
@@ -156,8 +178,10 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
                                 std::to_string(dit_config.audio_dim));
     }
     impl->wav2vec2 = std::make_unique<models::audio::Wav2Vec2>(std::move(w));
+    if (options.on_loaded) options.on_loaded("wav2vec2", MsSince(t_comp) / 1000.0);
   }
   if (options.load_vae) {
+    const auto t_vae = Clock::now();
     const std::string vae_path = (dir / io::kVaeFile).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(vae_path));
     LA_ASSIGN_OR_RETURN(models::vae::VaeConfig vcfg, InferVaeConfigFromWeights(*store));
@@ -166,6 +190,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
     lo.device = options.device;
     LA_ASSIGN_OR_RETURN(models::vae::WanVae vae, models::vae::LoadWanVae(*store, vcfg, lo));
     impl->vae = std::make_unique<models::vae::WanVae>(std::move(vae));
+    if (options.on_loaded) options.on_loaded("vae", MsSince(t_vae) / 1000.0);
   }
   LA_LOG_INFO("models loaded from {} in {:.1f} s", options.ckpt_dir, MsSince(t0) / 1000.0);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

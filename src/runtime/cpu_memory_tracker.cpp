@@ -1,5 +1,9 @@
 #include "liveavatar/runtime/cpu_memory_tracker.h"
 
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
@@ -114,5 +118,30 @@ bool CpuMemoryTracker::installed() {
 int64_t CpuMemoryTracker::live_bytes() { return g_live.load(); }
 int64_t CpuMemoryTracker::peak_bytes() { return g_peak.load(); }
 void CpuMemoryTracker::ResetPeak() { g_peak.store(g_live.load()); }
+
+ProcessMemory ReadProcessMemory() {
+  ProcessMemory m;
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  int64_t kib = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    if (!(ls >> key >> kib)) continue;
+    const int64_t bytes = kib * 1024;
+    if (key == "VmRSS:") m.rss = bytes;
+    if (key == "VmHWM:") m.peak_rss = bytes;
+    if (key == "RssAnon:") m.rss_anon = bytes;
+    if (key == "RssFile:") m.rss_file = bytes;
+  }
+  return m;
+}
+
+bool ResetPeakRss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
 
 }  // namespace liveavatar::runtime

@@ -317,6 +317,13 @@ int64_t AudioEmbeddingBytes(const PlanInputs& in) {
 
 }  // namespace
 
+int64_t HostOverheadBytes(PlanDeviceKind kind) {
+  // CPU: the liveavatar binary with LibTorch, OpenBLAS, FFmpeg and SentencePiece mapped and initialised, measured
+  // as the RSS of a tiny-checkpoint `generate` before its first tensor loads (docs/memory.md). CUDA adds the CUDA
+  // runtime, cuBLAS/cuDNN and the context's host-side allocations (~2.5 GiB with LibTorch 2.x).
+  return kind == PlanDeviceKind::kCuda ? 3 * kGiB : 400 * kMiB;
+}
+
 int64_t DeviceOverheadBytes(PlanDeviceKind kind) {
   // CUDA: context + cuBLAS/cuDNN handles and workspaces (~0.6 GiB measured on H100 with LibTorch 2.x) plus
   // caching-allocator rounding/fragmentation (~0.4 GiB). CPU: nothing beyond tensor bytes.
@@ -572,6 +579,82 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
     for (int64_t k = dit_ranks; k < in.world_size; ++k) r.ranks.push_back(k);
     p.roles.push_back(std::move(r));
   }
+  // ---- host memory ----
+  // Checkpoint files as stored (the real layout): DiT, T5 and LoRA in bf16, VAE and wav2vec2 in fp32.
+  struct File {
+    const char* name;
+    int64_t bytes = 0, largest = 0;
+  };
+  auto file_of = [](const char* name, const std::vector<models::WeightSpec>& specs, int64_t elem) {
+    File f{name};
+    for (const auto& s : specs) {
+      if (s.optional) continue;
+      f.bytes += Numel(s) * elem;
+      f.largest = std::max(f.largest, Numel(s) * elem);
+    }
+    return f;
+  };
+  const File dit_file = file_of("DiT", in.models.dit_specs, 2), t5_file = file_of("T5", in.models.t5_specs, 2),
+             vae_file = file_of("VAE", in.models.vae_specs, 4),
+             w2v_file = file_of("wav2vec2", in.models.wav2vec2_specs, 4);
+  File lora_file{"LoRA"};
+  if (in.load_lora) {
+    for (const auto& s : in.models.dit_specs) {
+      if (!LoraTarget(s)) continue;
+      lora_file.bytes += (s.shape[0] + s.shape[1]) * in.lora_rank * 2;
+      lora_file.largest = std::max(lora_file.largest, s.shape[0] * in.lora_rank * 2);
+    }
+  }
+  const int64_t host_overhead = HostOverheadBytes(in.device);
+  const bool cpu = in.device == PlanDeviceKind::kCpu;
+  auto host_plan = [&](const RankPlan& r) {
+    HostPlan h;
+    auto add = [&h](std::string name, std::string detail, int64_t anon, int64_t mapped = 0) {
+      h.components.push_back({std::move(name), std::move(detail), anon, mapped});
+    };
+    const bool dit_rank = r.role != "vae";
+    std::vector<const File*> files = {&vae_file};
+    if (dit_rank) files.insert(files.end(), {&dit_file, &t5_file, &w2v_file, &lora_file});
+    int64_t largest = 0;
+    for (const File* f : files) {
+      h.page_cache += f->bytes;
+      largest = std::max(largest, f->largest);
+    }
+    add("runtime", "binary + LibTorch" + std::string(cpu ? "" : " + CUDA runtime/context (host side)"),
+        host_overhead);
+    if (cpu) {
+      // The host is the device: every tensor of the device plan is host memory. The load phase also maps the
+      // tensor being converted.
+      const int64_t rest = std::max<int64_t>(0, r.peak - r.load_peak);
+      add("device_mirror", "the device plan (" + r.peak_phase + " peak); on the CPU it is host memory", r.load_peak);
+      if (rest > largest) {
+        add("after_load", "what the " + r.peak_phase + " phase holds beyond the loaded models", rest);
+      } else {
+        add("streaming_load", "the largest stored tensor mapped while it converts", 0, largest);
+      }
+    } else {
+      add("streaming_load", "the largest stored tensor mapped while it is copied to the device", 0, largest);
+      if (dit_rank && in.offload_dit_blocks) {
+        const int64_t blocks = fsdp ? CeilDiv(dit.blocks, u) : dit.blocks;
+        add("dit_blocks_offloaded",
+            fsdp ? "this rank's FSDP slices of the blocks (pinned)" : "every DiT block in its final dtype (pinned)",
+            blocks);
+      } else if (dit_rank && fsdp) {
+        add("fsdp_read", "one block's slice converted on the host before it moves", CeilDiv(dit.largest_block, u));
+      }
+      if (dit_rank && in.t5_cpu) {
+        add("t5_cpu", Fmt("--t5_cpu: %.2f B params + the encoder's activations", p.t5_params / 1e9),
+            p.t5_params * c + T5ActivationBytes(in));
+      }
+    }
+    for (const auto& comp : h.components) {
+      h.anon_peak += comp.anon;
+      h.mapped_peak += comp.mapped;
+    }
+    h.peak = h.anon_peak + h.mapped_peak;
+    return h;
+  };
+
   for (auto& r : p.roles) {
     for (const auto& comp : r.components) {
       r.load_peak += comp.load;
@@ -586,8 +669,39 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
                    : r.peak == r.encode_peak ? "encode"
                                              : "load";
     p.peak_bytes = std::max(p.peak_bytes, r.peak);
+    r.host = host_plan(r);
   }
-  p.fits = in.capacity_bytes <= 0 || p.peak_bytes <= in.capacity_bytes;
+  p.device_fits = in.capacity_bytes <= 0 || p.peak_bytes <= in.capacity_bytes;
+
+  // Hosts: ranks_per_host consecutive ranks each; the fullest one decides.
+  p.ranks_per_host = in.ranks_per_host > 0 ? std::min(in.ranks_per_host, in.world_size) : in.world_size;
+  std::vector<const RankPlan*> role_of(static_cast<size_t>(in.world_size), nullptr);
+  for (const auto& r : p.roles) {
+    for (int64_t k : r.ranks) {
+      if (k >= 0 && k < in.world_size) role_of[static_cast<size_t>(k)] = &r;
+    }
+  }
+  for (int64_t first = 0; first < in.world_size; first += p.ranks_per_host) {
+    int64_t total = 0, anon = 0;
+    bool reads_dit = false;
+    for (int64_t k = first; k < std::min(in.world_size, first + p.ranks_per_host); ++k) {
+      const RankPlan* r = role_of[static_cast<size_t>(k)];
+      if (r == nullptr) continue;
+      total += r->host.peak;
+      anon += r->host.anon_peak;
+      reads_dit = reads_dit || r->role != "vae";
+    }
+    if (total > p.host_peak_bytes) {
+      p.host_peak_bytes = total;
+      p.host_anon_bytes = anon;
+      // Each file once: the page cache is shared by the host's processes.
+      p.host_page_cache_bytes =
+          vae_file.bytes + (reads_dit ? dit_file.bytes + t5_file.bytes + w2v_file.bytes + lora_file.bytes : 0);
+    }
+  }
+  p.host_capacity_bytes = in.host_capacity_bytes;
+  p.host_fits = in.host_capacity_bytes <= 0 || p.host_peak_bytes <= in.host_capacity_bytes;
+  p.fits = p.device_fits && p.host_fits;
   return p;
 }
 

@@ -23,16 +23,33 @@ std::string SourceDir() {
 
 std::string GoldenRoot() {
   if (const char* e = std::getenv("LIVEAVATAR_GOLDEN_DIR"); e && *e) return e;
-  return (fs::path(SourceDir()) / ".." / "shared" / "golden").lexically_normal().string();
+  return (fs::path(SourceDir()) / "tests" / "golden").lexically_normal().string();
 }
 
 std::string GoldenDir(const std::string& component) { return (fs::path(GoldenRoot()) / component).string(); }
+
+namespace {
+constexpr char kNoCases[] = "no-golden-cases:";
+
+// The one parameter DiscoverCases() yields when it finds nothing: GoldenCase's constructor fails on it with `why`,
+// so a missing or empty fixture folder is a failing test, never a suite that passes with zero cases.
+std::vector<std::string> NoCases(const std::string& why) { return {std::string(kNoCases) + why}; }
+
+std::string KindList(const std::vector<std::string>& kinds) {
+  std::string s;
+  for (const auto& k : kinds) s += (s.empty() ? "" : ", ") + k;
+  return s.empty() ? "any" : s;
+}
+}  // namespace
 
 std::vector<std::string> DiscoverCases(const std::string& component, const std::vector<std::string>& kinds) {
   std::vector<std::string> out;
   std::error_code ec;
   const fs::path dir = GoldenDir(component);
-  if (!fs::is_directory(dir, ec)) return out;
+  if (!fs::is_directory(dir, ec)) {
+    return NoCases("golden fixture folder " + dir.string() +
+                   " does not exist (fixtures live in tests/golden; $LIVEAVATAR_GOLDEN_DIR overrides the root)");
+  }
   for (const auto& ent : fs::directory_iterator(dir, ec)) {
     const std::string name = ent.path().filename().string();
     if (name.rfind("case_", 0) != 0 || ent.path().extension() != ".safetensors") continue;
@@ -49,10 +66,12 @@ std::vector<std::string> DiscoverCases(const std::string& component, const std::
     out.push_back(ent.path().string());
   }
   std::sort(out.begin(), out.end());
+  if (out.empty()) return NoCases(dir.string() + " holds no case_*.safetensors of kind " + KindList(kinds));
   return out;
 }
 
 GoldenCase::GoldenCase(const std::string& path) : path_(path) {
+  if (path.rfind(kNoCases, 0) == 0) throw std::runtime_error(path.substr(sizeof(kNoCases) - 1));
   auto r = io::SafetensorsReader::Open(path);
   if (!r.ok()) throw std::runtime_error(r.status().ToString());
   reader_ = r.value();
@@ -110,7 +129,8 @@ double RelL2(const at::Tensor& out, const at::Tensor& ref) {
 }
 
 std::string CaseName::operator()(const ::testing::TestParamInfo<std::string>& info) const {
-  std::string s = fs::path(info.param).stem().string();
+  std::string s = info.param.rfind(kNoCases, 0) == 0 ? std::string("no_cases")
+                                                       : fs::path(info.param).stem().string();
   for (char& c : s) {
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   }

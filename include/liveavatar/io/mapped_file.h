@@ -13,7 +13,8 @@ namespace liveavatar::io {
 
 class MappedFile {
  public:
-  // NotFound / IOError naming the path. An empty file maps to size() == 0, data() == nullptr.
+  // NotFound / IOError naming the path; InvalidArgument for anything but a regular file (a FIFO or device is
+  // refused without blocking). An empty file maps to size() == 0, data() == nullptr.
   static StatusOr<std::shared_ptr<MappedFile>> Open(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -22,6 +23,12 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+
+  // Drops this process's resident pages of [offset, offset + length) (rounded out to whole pages) after their
+  // bytes were copied elsewhere: RSS falls back while the kernel's page cache keeps them for the next reader
+  // (another rank on the host). Views of the range stay valid (they fault the pages in again). No-op when out of
+  // range.
+  void DropPages(size_t offset, size_t length) const;
 
  private:
   MappedFile() = default;

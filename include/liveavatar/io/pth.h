@@ -54,6 +54,7 @@ class PthReader : public TensorStore {
   StatusOr<TensorMeta> Meta(const std::string& key) const override;
   // Zero-copy, read-only view (clone() before writing); copied only when the entry is misaligned for the dtype.
   StatusOr<at::Tensor> Get(const std::string& key) const override;
+  void Release(const std::string& key) const override;
 
   // Tensors in pickle order.
   const std::vector<PthTensorInfo>& tensors() const { return tensors_; }

@@ -50,6 +50,7 @@ class SafetensorsReader : public TensorStore {
   StatusOr<TensorMeta> Meta(const std::string& key) const override;
   // Zero-copy view into the mapping (read-only memory; clone() before writing).
   StatusOr<at::Tensor> Get(const std::string& key) const override;
+  void Release(const std::string& key) const override;
 
   const SafetensorsHeader& header() const { return header_; }
   const SafetensorsEntry* Find(const std::string& key) const;

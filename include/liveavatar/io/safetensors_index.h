@@ -34,6 +34,7 @@ class SafetensorsIndexReader : public TensorStore {
   bool Contains(const std::string& key) const override { return where_.count(key) > 0; }
   StatusOr<TensorMeta> Meta(const std::string& key) const override;
   StatusOr<at::Tensor> Get(const std::string& key) const override;
+  void Release(const std::string& key) const override;
 
   // Shard file names (as written in the index), sorted; and the shard holding `key` (nullptr when absent).
   std::vector<std::string> Shards() const;

@@ -6,6 +6,7 @@
 // Thread safety: const methods are safe to call concurrently.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,7 +37,18 @@ class TensorStore {
   // NotFound naming the key and path() when absent.
   virtual StatusOr<TensorMeta> Meta(const std::string& key) const = 0;
   virtual StatusOr<at::Tensor> Get(const std::string& key) const = 0;
+  // Says that the caller copied `key`'s bytes and no longer needs them resident: file-backed stores drop the
+  // process's mapped pages of the tensor (the page cache keeps them), so a streaming load's RSS holds one tensor
+  // of the file at a time. Views obtained from Get() remain valid. No-op for memory stores.
+  virtual void Release(const std::string& key) const { (void)key; }
 };
+
+// Process-wide count of tensor-data bytes that file-backed stores handed out through Get() (headers, Meta() and
+// Keys() do not count). Lets tests prove that a check ran from headers alone.
+uint64_t TensorDataBytesRequested();
+namespace internal {
+void CountTensorDataRequest(uint64_t bytes);
+}  // namespace internal
 
 // Opens by file type: *.safetensors, *.safetensors.index.json (sharded), *.pth / *.pt / *.bin (torch.save zip).
 // Every header is validated before use; errors name the file (and tensor).

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <string>
@@ -46,6 +47,35 @@ StatusOr<LoraMatch> MatchLora(const io::TensorStore& lora, const std::map<std::s
 StatusOr<LoraMatch> ResolveLora(const io::TensorStore& lora,
                                 const std::map<std::string, std::vector<int64_t>>& base_shapes, int rank,
                                 const std::vector<std::string>& targets = DefaultLoraTargets());
+
+// A LoRA resolved against a model's weight shapes (ResolveLora's rules and errors), applied one base weight at a
+// time: the streaming load (LoadOptions::transform) calls Apply() as each weight leaves the file, so no full fp32
+// copy of the model exists. Thread safety: const methods are safe to call concurrently.
+class LoraApplier {
+ public:
+  static StatusOr<LoraApplier> Create(std::shared_ptr<const io::TensorStore> lora,
+                                      const std::map<std::string, std::vector<int64_t>>& base_shapes, double alpha,
+                                      int rank, const std::vector<std::string>& targets = DefaultLoraTargets());
+  // Opens `lora_path` and takes alpha / rank / targets as ResolveLoraParams() does.
+  static StatusOr<LoraApplier> Open(const std::string& lora_path,
+                                    const std::map<std::string, std::vector<int64_t>>& base_shapes,
+                                    std::optional<double> alpha, std::optional<int> rank);
+
+  // For a targeted base weight `key` ("<module>.weight"): W + (alpha / rank)·B·A computed in fp32 on `device`
+  // (one in-place GEMM on an fp32 copy of `w`); an undefined tensor for any other key.
+  StatusOr<at::Tensor> Apply(const std::string& key, const at::Tensor& w, const c10::Device& device) const;
+  bool Targets(const std::string& key) const { return by_weight_.count(key) > 0; }
+  int pairs() const { return static_cast<int>(by_weight_.size()); }
+  double scale() const { return scale_; }
+  int rank() const { return rank_; }
+  const std::string& path() const { return lora_->path(); }
+
+ private:
+  std::shared_ptr<const io::TensorStore> lora_;
+  std::map<std::string, std::pair<std::string, std::string>> by_weight_;  // "<module>.weight" -> (A key, B key)
+  double scale_ = 0;
+  int rank_ = 0;
+};
 
 // Merges every A/B pair of `lora` into `weights` (merge in fp32, result in the weight's dtype). Returns the
 // number of merged pairs. Errors (weights untouched) list every LoRA key that does not resolve to a targeted

@@ -4,6 +4,7 @@
 // key of the store that no spec consumed. make-tiny writes random tensors from the same specs.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -32,6 +33,14 @@ struct LoadOptions {
   std::vector<std::string> ignore_prefixes;
   // Keys whose dtype must be kept as stored (e.g. norms kept in fp32 while the model runs in bf16).
   std::vector<std::string> keep_fp32_suffixes;
+  // When set, the dtype of each floating tensor (overrides `dtype` and `keep_fp32_suffixes`), e.g. the DiT's
+  // fp32 islands.
+  std::function<c10::ScalarType(const std::string& key)> dtype_of;
+  // When set, called with each stored tensor (a read-only view of the file) before the conversion; returns the
+  // tensor to convert instead (e.g. fp32 on `device` with a LoRA delta added), or an undefined tensor to keep it.
+  std::function<StatusOr<at::Tensor>(const std::string& key, const at::Tensor& stored)> transform;
+  // Refuse NaN / Inf in floating tensors (checked on the converted tensor, where it lands, in bounded chunks).
+  bool check_finite = true;
 };
 
 using WeightMap = std::map<std::string, at::Tensor>;
@@ -55,9 +64,16 @@ std::string WeightCheckReport(const std::string& store_path, const WeightCheck& 
 // "[a, b, c]" (the shape notation of every weight error message).
 std::string ShapeString(at::IntArrayRef shape);
 
-// Loads exactly `specs` from `store`. Errors name store.path() and list the offending keys with both shapes.
+// Loads exactly `specs` from `store`, streaming: one tensor at a time goes from the file (a memory-mapped view)
+// through `transform` to its final dtype and device, and its mapped pages are released (TensorStore::Release), so
+// no second copy of the model exists at any moment. Errors name store.path() and list the offending keys with
+// both shapes; a non-finite value names the key.
 StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<WeightSpec>& specs,
                                 const LoadOptions& options);
+
+// Corruption "<what> holds NaN|infinite values ..." when a floating tensor has a non-finite element; checked in
+// bounded chunks on the tensor's device.
+Status CheckFinite(const at::Tensor& t, const std::string& what);
 
 // Fetches `key` from `weights`; throws c10::Error naming the key when absent (a bug: specs and model disagree).
 const at::Tensor& W(const WeightMap& weights, const std::string& key);

@@ -44,6 +44,9 @@ struct CheckpointReport {
   std::optional<models::vae::VaeConfig> vae;
   int lora_rank = 0;  // rank of the LoRA that will be merged; 0 when none
   bool failed() const;
+  // Ok, or ONE Corruption error listing every FAIL line with its fix (what Engine::Load returns before reading
+  // any tensor data).
+  Status ToStatus() const;
 };
 
 CheckpointReport CheckCheckpoint(const CheckpointCheckOptions& options);

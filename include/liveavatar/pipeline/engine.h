@@ -51,6 +51,9 @@ struct EngineOptions {
   bool fp8 = false;               // FP8 e4m3 DiT linear weights, dequantised per block
   bool offload_blocks = false;    // DiT blocks streamed from (pinned) host memory, one block ahead
   bool offload_kv_cache = false;  // only the running step's KV cache on the device (ring residency)
+  // Called by Load() after each model is in place ("dit" with its LoRA, "t5", "wav2vec2", "vae") with the
+  // seconds it took (`liveavatar bench --load`).
+  std::function<void(const std::string& component, double seconds)> on_loaded;
 };
 
 struct GenerationRequest {

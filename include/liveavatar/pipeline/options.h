@@ -126,6 +126,8 @@ struct MemoryOptions {
   bool enable_online_decode = false;
   // Per-GPU memory budget for the planner in GiB. Default 0 = the device's free memory.
   double max_gpu_mem_gb = 0;
+  // Host memory budget for all ranks of this machine together, in GiB. Default 0 = MemAvailable.
+  double max_host_mem_gb = 0;
   // Let the memory planner choose offload / FSDP / FP8 to fit the budget. Default false.
   bool auto_plan = false;
   // Decode the VAE in spatial tiles to bound its activation memory. Default false.

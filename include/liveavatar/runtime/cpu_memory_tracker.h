@@ -30,4 +30,14 @@ class CpuMemoryTracker {
   static void ResetPeak();
 };
 
+// The process's resident memory from /proc/self/status (Linux; zeros elsewhere): RSS now and its high-water mark,
+// split into private (anonymous) pages and file-backed pages (mapped checkpoint files, the binary, libraries).
+struct ProcessMemory {
+  int64_t rss = 0, peak_rss = 0;  // VmRSS, VmHWM
+  int64_t rss_anon = 0, rss_file = 0;
+};
+ProcessMemory ReadProcessMemory();
+// Resets the kernel's VmHWM to the current RSS (/proc/self/clear_refs); false when the kernel refuses.
+bool ResetPeakRss();
+
 }  // namespace liveavatar::runtime

@@ -108,6 +108,11 @@ struct PlanInputs {
   // ---- Device ----
   PlanDeviceKind device = PlanDeviceKind::kCuda;
   int64_t capacity_bytes = 0;  // per-device budget; 0 = unknown (verdict "fits" is then true)
+
+  // ---- Host ----
+  // Budget of one host's memory for all its ranks together (MemAvailable or --max_host_mem_gb); 0 = unknown.
+  int64_t host_capacity_bytes = 0;
+  int64_t ranks_per_host = 0;  // ranks sharing one host; 0 = all of them (one machine)
 };
 
 // One line of the per-rank table.
@@ -115,6 +120,23 @@ struct PlanComponent {
   std::string name;                                       // e.g. "dit_weights", "kv_rings"
   std::string detail;                                     // how it was computed, one line
   int64_t load = 0, encode = 0, denoise = 0, decode = 0;  // bytes present in each phase
+};
+
+// Host memory of one process (docs/memory.md, "Host memory"): private (anonymous) bytes and file pages mapped at
+// the same time. The streaming load maps one tensor at a time and releases its pages once converted, so `mapped`
+// is the largest stored tensor; what the checkpoint files leave in the kernel's page cache is shared by every
+// process of the host and reclaimable, reported as `page_cache`.
+struct HostComponent {
+  std::string name;    // e.g. "runtime", "dit_blocks_offloaded", "t5_cpu", "device_mirror"
+  std::string detail;  // how it was computed
+  int64_t anon = 0;    // private bytes at the process's peak
+  int64_t mapped = 0;  // file-backed bytes mapped at the peak
+};
+struct HostPlan {
+  std::vector<HostComponent> components;
+  int64_t anon_peak = 0, mapped_peak = 0;
+  int64_t peak = 0;        // anon_peak + mapped_peak: the predicted peak RSS of the process
+  int64_t page_cache = 0;  // bytes of checkpoint files this process reads (page cache, shared on the host)
 };
 
 struct RankPlan {
@@ -126,6 +148,7 @@ struct RankPlan {
   int64_t load_peak = 0, encode_peak = 0, denoise_peak = 0, decode_peak = 0;  // decode: 0 when not decoding
   int64_t peak = 0;                                                           // max of the phase peaks
   std::string peak_phase;
+  HostPlan host;  // the host memory of each rank of this role
 };
 
 struct MemoryPlan {
@@ -137,7 +160,16 @@ struct MemoryPlan {
   std::vector<RankPlan> roles;
   int64_t peak_bytes = 0;  // max over roles
   int64_t capacity_bytes = 0;
-  bool fits = true;  // error empty and peak <= capacity (or no capacity given)
+  // Host: the largest sum of the ranks' HostPlan::peak over the hosts (ranks_per_host consecutive ranks each),
+  // the page cache of the checkpoint files they read (each file once), and the budget.
+  int64_t ranks_per_host = 1;
+  int64_t host_peak_bytes = 0;
+  int64_t host_anon_bytes = 0;  // the private part of host_peak_bytes
+  int64_t host_page_cache_bytes = 0;
+  int64_t host_capacity_bytes = 0;
+  bool device_fits = true;  // peak <= capacity (or no capacity given)
+  bool host_fits = true;    // host_peak <= host capacity (or none given)
+  bool fits = true;         // error empty, device_fits and host_fits
 };
 
 // A change of flags and its predicted peak.
@@ -166,6 +198,9 @@ class MemoryPlanner {
 
 // Constant per device kind (CUDA context + caching-allocator fragmentation / CPU: 0).
 int64_t DeviceOverheadBytes(PlanDeviceKind kind);
+// Resident bytes of a process before any model loads: the binary and LibTorch (+ the CUDA runtime and context's
+// host side on CUDA), measured (docs/memory.md).
+int64_t HostOverheadBytes(PlanDeviceKind kind);
 // "12.34 GiB"
 std::string FormatBytes(int64_t bytes);
 

@@ -1,6 +1,6 @@
 // Golden-fixture helpers for parity tests (tests only; linked into every test executable).
 //
-// Fixture root: $LIVEAVATAR_GOLDEN_DIR, else <repo>/../shared/golden. Cases are discovered, never named: every
+// Fixture root: $LIVEAVATAR_GOLDEN_DIR, else <repo>/tests/golden (a copy of shared/golden kept in the repository). Cases are discovered, never named: every
 // `case_*.safetensors` of a component folder (dit, vae, t5, audio, scheduler) runs through the same test,
 // dispatching on its `__metadata__["kind"]`. Parity test suites are named Golden* so `ctest -R golden` (ctest
 // matching is case-sensitive: use `-R '[Gg]olden'` or `-R Golden`) selects them; test names carry "golden".
@@ -25,7 +25,9 @@ std::string SourceDir();
 std::string GoldenRoot();
 // <GoldenRoot>/<component>
 std::string GoldenDir(const std::string& component);
-// Sorted paths of <GoldenDir(component)>/case_*.safetensors whose kind is in `kinds` (all kinds if empty).
+// Sorted paths of <GoldenDir(component)>/case_*.safetensors whose kind is in `kinds` (all kinds if empty). A
+// missing folder, or one without such a case, yields one placeholder on which GoldenCase's constructor throws
+// (naming the folder): a golden suite never passes with zero cases.
 std::vector<std::string> DiscoverCases(const std::string& component, const std::vector<std::string>& kinds = {});
 
 // One case file.

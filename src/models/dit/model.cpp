@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include "liveavatar/io/checkpoint_dir.h"
 #include "liveavatar/io/tensor_store.h"
 #include "liveavatar/models/attention.h"
 #include "liveavatar/models/dit/audio_encoder.h"
@@ -298,16 +299,28 @@ at::Tensor CausalWanS2V::StreamBlock(const StreamInputs& in, runtime::DitStepCac
   return Unpatchify(c, head, frames, hp, wp);
 }
 
-StatusOr<DitCheckpoint> LoadDitCheckpoint(const std::string& dir) {
-  namespace fs = std::filesystem;
+std::map<std::string, std::vector<int64_t>> DitBaseShapes(const DitConfig& config) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& s : DitWeightSpecs(config)) shapes[s.key] = s.shape;
+  return shapes;
+}
+
+StatusOr<DitCheckpoint> LoadDitCheckpoint(const std::string& dir, const DitLoadOptions& options) {
   DitCheckpoint ckpt;
-  LA_ASSIGN_OR_RETURN(ckpt.config, LoadDitConfig((fs::path(dir) / "config.json").string()));
-  std::string path = (fs::path(dir) / "diffusion_pytorch_model.safetensors").string();
-  if (!fs::exists(path)) path = (fs::path(dir) / "diffusion_pytorch_model.safetensors.index.json").string();
-  LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(path));
-  LoadOptions options;
-  options.dtype = at::kFloat;
-  LA_ASSIGN_OR_RETURN(ckpt.weights, LoadWeights(*store, DitWeightSpecs(ckpt.config), options));
+  const io::CheckpointDir layout = io::CheckpointDir::At(dir, "");
+  LA_ASSIGN_OR_RETURN(ckpt.config, LoadDitConfig(layout.dit_config));
+  LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(layout.dit_weights));
+  LoadOptions lo;
+  lo.device = options.device;
+  lo.dtype_of = [dtype = options.dtype](const std::string& key) { return CausalWanS2V::WeightDtype(key, dtype); };
+  if (options.lora != nullptr) {
+    const LoraApplier* lora = options.lora;
+    const c10::Device device = options.device;
+    lo.transform = [lora, device](const std::string& key, const at::Tensor& stored) {
+      return lora->Apply(key, stored, device);
+    };
+  }
+  LA_ASSIGN_OR_RETURN(ckpt.weights, LoadWeights(*store, DitWeightSpecs(ckpt.config), lo));
   return ckpt;
 }
 

@@ -1,5 +1,7 @@
 // LoRA merge (PEFT layout) on the fixture weights; parity of a merged model is in dit_golden_test.cpp.
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -100,6 +102,64 @@ TEST(DitLora, RankMismatchAndUnpairedAreErrors) {
   ASSERT_FALSE(wrong_rank.ok());
   EXPECT_NE(wrong_rank.status().message().find("x.q"), std::string::npos);
   EXPECT_NE(wrong_rank.status().message().find("x.k.lora_A.default.weight"), std::string::npos);
+}
+
+
+// The streaming load (LoraApplier applied to each weight as it leaves the file) gives the weights that loading
+// the raw checkpoint and merging the LoRA afterwards gives, with each key in its model dtype.
+TEST(DitLora, StreamingLoadMergesAsTheTwoStepPath) {
+  dit::DitConfig config;
+  WeightMap merged = FixtureWeights(&config);
+  ASSERT_TRUE(MergeLoraFile(merged, LoraFile(), std::nullopt, std::nullopt).ok());
+  auto applier = LoraApplier::Open(LoraFile(), dit::DitBaseShapes(config), std::nullopt, std::nullopt);
+  ASSERT_TRUE(applier.ok()) << applier.status().ToString();
+  EXPECT_EQ(applier->pairs(), 10 * config.num_layers + 4 * config.num_audio_injectors());
+  for (c10::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    dit::DitLoadOptions o;
+    o.dtype = dtype;
+    o.lora = &*applier;
+    auto streamed = dit::LoadDitCheckpoint(testing::GoldenDir("dit"), o);
+    ASSERT_TRUE(streamed.ok()) << streamed.status().ToString();
+    ASSERT_EQ(streamed->weights.size(), merged.size());
+    for (const auto& [key, w] : merged) {
+      const at::Tensor& got = streamed->weights.at(key);
+      ASSERT_EQ(got.scalar_type(), dit::CausalWanS2V::WeightDtype(key, dtype)) << key;
+      const at::Tensor want = w.to(got.scalar_type()).to(at::kFloat);
+      // fp32: the same fp32 sum up to GEMM summation order; bf16: that sum rounded once (a last-bit tie at most).
+      const double tol = got.scalar_type() == at::kFloat ? 1e-6 : 1e-2;
+      EXPECT_LE((got.to(at::kFloat) - want).abs().max().item<double>(), tol * (want.abs().max().item<double>() + 1e-12))
+          << key;
+    }
+  }
+}
+
+TEST(DitLora, RefusesANonFiniteOrAbsurdAlpha) {
+  dit::DitConfig config;
+  FixtureWeights(&config);
+  auto store = io::OpenTensorStore(LoraFile());
+  ASSERT_TRUE(store.ok());
+  for (double alpha : {1e300, -1.0, std::nan("")}) {
+    auto a = LoraApplier::Create(*store, dit::DitBaseShapes(config), alpha, 4);
+    ASSERT_FALSE(a.ok()) << alpha;
+    EXPECT_NE(a.status().message().find("alpha"), std::string::npos) << a.status().message();
+  }
+}
+
+// A weight with a NaN or an Inf stops the load, naming the file and the key.
+TEST(LoadWeightsFinite, NonFiniteTensorIsRefusedNamingTheKey) {
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    at::Tensor t = at::ones({3, 4});
+    t[1][2] = bad;
+    auto store = io::MakeMemoryStore({{"ok.weight", at::ones({2})}, {"bad.weight", t}}, "mem-ckpt.safetensors");
+    std::vector<WeightSpec> specs = {{"ok.weight", {2}}, {"bad.weight", {3, 4}}};
+    auto w = LoadWeights(*store, specs, LoadOptions{});
+    ASSERT_FALSE(w.ok());
+    EXPECT_NE(w.status().message().find("mem-ckpt.safetensors"), std::string::npos) << w.status().message();
+    EXPECT_NE(w.status().message().find("'bad.weight'"), std::string::npos) << w.status().message();
+    EXPECT_NE(w.status().message().find(std::isnan(bad) ? "NaN" : "infinite"), std::string::npos);
+  }
+  auto fine = io::MakeMemoryStore({{"ok.weight", at::ones({2})}}, "mem");
+  EXPECT_TRUE(LoadWeights(*fine, {{"ok.weight", {2}}}, LoadOptions{}).ok());
 }
 
 }  // namespace

@@ -74,9 +74,6 @@ TEST_P(GoldenT5, Encoder) {
 TEST_P(GoldenT5, EncoderFromPth) {
   GoldenCase c(GetParam());
   auto store = io::OpenTensorStore(FixtureWeights("pth"));
-  if (!store.ok() && store.status().code() == Status::Code::kNotSupported) {
-    GTEST_SKIP() << "OpenTensorStore cannot read .pth yet: " << store.status().ToString();
-  }
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   CheckCase(c, LoadFixtureEncoder("pth"));
 }

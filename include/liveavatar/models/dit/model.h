@@ -14,6 +14,8 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -23,6 +25,7 @@
 
 #include "liveavatar/core/status.h"
 #include "liveavatar/models/dit/config.h"
+#include "liveavatar/models/lora.h"
 #include "liveavatar/models/dit/modules.h"
 #include "liveavatar/models/dit/parallel.h"
 #include "liveavatar/models/weights.h"
@@ -149,11 +152,21 @@ class CausalWanS2V {
 };
 
 // Loads config.json + diffusion_pytorch_model.safetensors (or a sharded index) from `dir` with strict key
-// checking; returns the config and the fp32 weights (for LoRA merging before CausalWanS2V::Create).
+// checking. Streaming (models::LoadWeights): each tensor goes from the memory-mapped file to its final dtype
+// (CausalWanS2V::WeightDtype: `dtype` with the fp32 islands) on `device`, the LoRA delta added on the way in fp32
+// on `device`; no full-model copy exists besides the result. The defaults (fp32, CPU, no LoRA) give the raw
+// checkpoint weights.
 struct DitCheckpoint {
   DitConfig config;
   WeightMap weights;
 };
-StatusOr<DitCheckpoint> LoadDitCheckpoint(const std::string& dir);
+struct DitLoadOptions {
+  c10::ScalarType dtype = c10::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);
+  const LoraApplier* lora = nullptr;  // resolved against DitWeightSpecs (DitBaseShapes) of the same config
+};
+StatusOr<DitCheckpoint> LoadDitCheckpoint(const std::string& dir, const DitLoadOptions& options = {});
+// key -> shape of every DiT weight of `config` (what a LoraApplier is resolved against).
+std::map<std::string, std::vector<int64_t>> DitBaseShapes(const DitConfig& config);
 
 }  // namespace liveavatar::models::dit
