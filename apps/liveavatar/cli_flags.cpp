@@ -149,8 +149,8 @@ std::vector<FlagDef> BuildTable() {
       "names with zero-filled weights and a 4-shard DiT (use with --layers)",
       Value(LA_FIELD(make_tiny.dims)));
   add("--layers", kModel, "N", kSubMakeTiny,
-      "Keep N DiT blocks, N T5 layers and N wav2vec2 layers (default: the config's); the DiT's audio injectors "
-      "keep the layers below N", Value(LA_FIELD(make_tiny.layers)));
+      "Keep N DiT blocks and N T5 layers (default: the config's); the DiT's audio injectors keep the layers below "
+      "N; wav2vec2 keeps its depth (the DiT mixes all of its hidden states)", Value(LA_FIELD(make_tiny.layers)));
   add("--dtype", kModel, "bf16|fp16|fp32", kSubConvert,
       "Convert floating tensors to this type (default: keep each tensor's type)", Value(LA_FIELD(convert.dtype)));
 
@@ -163,6 +163,10 @@ std::vector<FlagDef> BuildTable() {
       Value(LA_FIELD(run.generate.num_clip)));
   add("--infer_frames", kSampling, "N", kSubRun, "Frames per clip, a multiple of 4",
       Value(LA_FIELD(run.generate.infer_frames)));
+  add("--max_audio_s", kInputs, "SECONDS", kSubRun,
+      "Longest --audio accepted (default 3600); a file's header is checked against it (and its rate against "
+      "8-384 kHz, its channels against 32) before any resampling",
+      Value(LA_FIELD(run.generate.max_audio_s)));
   add("--sample_steps", kSampling, "N", kSubRun, "Denoising steps (TPP: one per DiT GPU)",
       Value(LA_FIELD(run.generate.sample_steps)));
   add("--sample_solver", kSampling, "euler|unipc|dpm++", kSubRun,
@@ -250,7 +254,9 @@ std::vector<FlagDef> BuildTable() {
   add("--preset", kOutput, "NAME", kSubRun, "libx264 preset", Value(LA_FIELD(run.output.preset)));
   add("--report", kOutput, "PATH", kSubRun, "Write a JSON run report (timings, plan, memory)",
       Value(LA_FIELD(run.output.report)));
-  add("--overwrite", kOutput, "", kSubBatch, "Re-render samples whose output exists",
+  add("--overwrite", kOutput, "", kSubBatch | kSubGenerate,
+      "Replace an existing output (generate) / re-render samples whose output exists (batch); without it an "
+      "existing output is refused (generate) or skipped (batch)",
       Switch(LA_FIELD(run.output.overwrite)));
   add("--json", kOutput, "", kSubDoctor, "Print the checks as one JSON object instead of text lines",
       Switch(LA_FIELD(doctor.json)));

@@ -19,6 +19,7 @@
 #include "liveavatar/dist/launcher.h"
 #include "liveavatar/dist/world.h"
 #include "liveavatar/pipeline/batch.h"
+#include "liveavatar/pipeline/checkpoint_checks.h"
 #include "liveavatar/pipeline/engine.h"
 #include "liveavatar/pipeline/progress.h"
 #include "liveavatar/pipeline/report.h"
@@ -50,6 +51,7 @@ pipeline::GenerationRequest RequestFrom(const pipeline::RunOptions& run, int wor
   r.size = g.size.empty() ? pipeline::DefaultSize(world_size) : g.size;
   r.num_clip = g.num_clip;
   r.infer_frames = g.infer_frames;
+  r.max_audio_s = g.max_audio_s;
   r.sample_steps = g.sample_steps;
   r.base_seed = g.base_seed;
   if (r.base_seed < 0) {
@@ -124,14 +126,28 @@ void CleanUpPartialsOnSignal(const std::string& output) {
   sigaction(SIGINT, &sa, nullptr);
 }
 
-// Fails fast (before loading any model) on inputs that cannot work.
-Status CheckInputs(const pipeline::GenerationRequest& r) {
+// The checkpoint pre-flight of Engine::Load (file headers only, every mismatch at once), run before planning so
+// that a broken checkpoint is named as such rather than planned with default configs.
+Status CheckCheckpointHeaders(const pipeline::RunOptions& run) {
+  pipeline::CheckpointCheckOptions o;
+  o.ckpt_dir = run.generate.ckpt_dir;
+  o.load_lora = run.generate.load_lora;
+  o.lora_path = run.generate.lora_path_dmd;
+  o.training_config = run.generate.training_config;
+  return pipeline::CheckCheckpoint(o).ToStatus();
+}
+
+// Fails fast (before loading any model) on inputs that cannot work: the request's numbers and size, its files,
+// the output (container, folder, writable) and an existing output without --overwrite.
+Status CheckInputs(const pipeline::GenerationRequest& r, bool overwrite) {
   std::error_code ec;
-  if (r.image.empty()) return Status::InvalidArgument("--image is required");
-  if (r.audio.empty()) return Status::InvalidArgument("--audio is required");
-  if (!fs::is_regular_file(r.image, ec)) return Status::NotFound("--image: " + r.image + ": no such file");
-  if (!fs::is_regular_file(r.audio, ec)) return Status::NotFound("--audio: " + r.audio + ": no such file");
+  LA_RETURN_IF_ERROR(pipeline::ValidateRequest(r));
+  LA_RETURN_IF_ERROR(pipeline::CheckRequestFiles(r));
   if (r.output == "-" || r.output.find("://") != std::string::npos) return Status::Ok();
+  if (!overwrite && fs::exists(r.output, ec)) {
+    return Status::InvalidArgument("--save_file " + r.output +
+                                   " exists; pass --overwrite to replace it (nothing was rendered)");
+  }
   const fs::path parent = fs::path(r.output).parent_path();
   if (!parent.empty()) {
     fs::create_directories(parent, ec);
@@ -238,7 +254,7 @@ int RunGenerateRank(const ParsedCommand& cmd, const Layout& layout) {
   }
   req.base_seed = *seed;
   // Inputs are checked where they are read and written: on the writer.
-  Status checked = role.is_writer ? CheckInputs(req) : Status::Ok();
+  Status checked = role.is_writer ? CheckInputs(req, cmd.run.output.overwrite) : Status::Ok();
   if (Status s = pipeline::AgreeAcrossRanks(c, checked, "checking the inputs", eopt.device); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
     return checked.code() == Status::Code::kInvalidArgument ? 2 : 1;
@@ -292,6 +308,20 @@ int RunGenerate(const ParsedCommand& parsed) {
   }
   {
     auto world = dist::DetectWorld();
+    if (!world.ok() || !world->distributed()) {
+      // One process: inputs and output are checked before planning or loading (a worker of a launched run is
+      // checked by its launcher and its writer rank). The output name is fixed here (the default holds a time).
+      const pipeline::GenerationRequest early = RequestFrom(cmd.run);
+      if (Status s = CheckInputs(early, cmd.run.output.overwrite); !s.ok()) {
+        LA_LOG_ERROR("generate: {}", s.message());
+        return s.code() == Status::Code::kInvalidArgument ? 2 : 1;
+      }
+      cmd.run.output.save_file = early.output;
+      if (Status s = CheckCheckpointHeaders(cmd.run); !s.ok()) {
+        LA_LOG_ERROR("generate: {}", s.message());
+        return 1;
+      }
+    }
     auto planned = PlannedRun(cmd.run, world.ok() ? *world : dist::WorldInfo{});
     if (!planned.ok()) {
       LA_LOG_ERROR("generate: {}", planned.status().message());
@@ -310,7 +340,7 @@ int RunGenerate(const ParsedCommand& parsed) {
   if (layout->world.distributed()) return RunGenerateRank(cmd, *layout);
 
   const pipeline::GenerationRequest req = RequestFrom(cmd.run);
-  if (Status s = CheckInputs(req); !s.ok()) {
+  if (Status s = CheckInputs(req, cmd.run.output.overwrite); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
     return s.code() == Status::Code::kInvalidArgument ? 2 : 1;  // a missing required flag is a usage error
   }
@@ -346,9 +376,13 @@ int RunLocalLaunch(const ParsedCommand& cmd, int argc, const char* const* argv) 
     return 2;
   }
   const pipeline::GenerationRequest req = RequestFrom(cmd.run, nproc);
-  if (Status s = CheckInputs(req); !s.ok()) {
+  if (Status s = CheckInputs(req, cmd.run.output.overwrite); !s.ok()) {
     LA_LOG_ERROR("generate: {}", s.message());
     return s.code() == Status::Code::kInvalidArgument ? 2 : 1;
+  }
+  if (Status s = CheckCheckpointHeaders(cmd.run); !s.ok()) {
+    LA_LOG_ERROR("generate: {}", s.message());
+    return 1;
   }
   if (!cmd.run.memory.auto_plan) {  // with --auto_plan every worker plans its own layout
     if (Status s = PreflightPlan(cmd.run); !s.ok()) {
@@ -382,6 +416,16 @@ int RunBatch(const ParsedCommand& cmd) {
   if (!jobs.ok()) {
     LA_LOG_ERROR("batch: {}", jobs.status().message());
     return 1;
+  }
+  // Every job checked before the models load: a batch of bad jobs fails in seconds.
+  const std::vector<Status> valid = pipeline::ValidateBatchJobs(*jobs);
+  size_t bad = 0;
+  for (size_t i = 0; i < valid.size(); ++i) {
+    if (!valid[i].ok()) ++bad;
+  }
+  if (bad == jobs->size()) {
+    for (size_t i = 0; i < valid.size(); ++i) LA_LOG_ERROR("batch: {}: {}", (*jobs)[i].name, valid[i].message());
+    return bad > 125 ? 125 : static_cast<int>(bad);
   }
   auto engine = pipeline::Engine::Load(EngineOptionsFrom(cmd.run));
   if (!engine.ok()) {

@@ -39,7 +39,7 @@ struct MakeTinyArgs {
   std::string config;  // configs/tiny.json (found relative to the cwd, then the source tree)
   std::string corpus;  // configs/tiny_corpus.txt, likewise
   std::string dims = "tiny";  // --dims tiny|real: configs/tiny.json, or configs/real_dims.json (real shapes, zeros)
-  int64_t layers = 0;         // --layers N > 0: N DiT blocks, T5 layers and wav2vec2 layers (0: the config's)
+  int64_t layers = 0;         // --layers N > 0: N DiT blocks and T5 layers (0: the config's)
 };
 
 // `liveavatar plan [generate flags] [--json] [--model_config PATH]`: print the memory plan.

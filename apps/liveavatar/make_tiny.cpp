@@ -267,8 +267,8 @@ Status ApplyLayerCount(nlohmann::json* config, int64_t layers) {
     if (kept.empty()) kept.push_back(0);
     dit["audio_inject_layers"] = kept;
   }
+  // wav2vec2 keeps its depth: the DiT's audio encoder mixes all of its hidden states (layers + 1).
   (*config)["t5"]["num_layers"] = layers;
-  (*config)["wav2vec2"]["config"]["num_hidden_layers"] = layers;
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -240,6 +241,7 @@ LaunchResult LaunchLocal(int nproc, const std::vector<std::string>& argv, const 
   sigaction(SIGTERM, &sa, &old_term);
 
   Status start_error;
+  const pid_t launcher_pid = ::getpid();
   for (int r = 0; r < nproc; ++r) {
     int fds[2] = {-1, -1};
     if (options.prefix_stderr && ::pipe2(fds, O_CLOEXEC) != 0) {
@@ -256,7 +258,10 @@ LaunchResult LaunchLocal(int nproc, const std::vector<std::string>& argv, const 
       break;
     }
     if (pid == 0) {
-      // Child: own process group, default signal dispositions, stderr into the pipe, then exec.
+      // Child: own process group, default signal dispositions, stderr into the pipe, then exec. If the launcher
+      // dies (even by SIGKILL) the kernel sends SIGTERM, whose handler in the worker removes partial outputs.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher_pid) _exit(1);  // the launcher died before prctl took effect
       setpgid(0, 0);
       signal(SIGINT, SIG_DFL);
       signal(SIGTERM, SIG_DFL);

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -467,6 +468,28 @@ StatusOr<AudioClip> ReadAudio(const std::string& path, const AudioReadOptions& o
   if (!decoded.ok()) return decoded.status().WithPrefix(where);
   Decoded d = std::move(decoded).value();
   if (d.mono.empty()) return Status::InvalidArgument(where + ": the file holds no audio samples");
+  if (d.rate < kMinSourceRate || d.rate > kMaxSourceRate) {
+    return Status::InvalidArgument(where + ": sample rate " + std::to_string(d.rate) + " Hz is outside " +
+                                   std::to_string(kMinSourceRate) + "-" + std::to_string(kMaxSourceRate) +
+                                   " Hz (a damaged header?)");
+  }
+  if (d.channels > kMaxChannels) {
+    return Status::InvalidArgument(where + ": " + std::to_string(d.channels) + " channels (at most " +
+                                   std::to_string(kMaxChannels) + ")");
+  }
+  const double seconds = static_cast<double>(d.mono.size()) / d.rate;
+  if (seconds > options.max_seconds) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), ": %.1f s of audio exceeds the %.0f s limit (--max_audio_s raises it)", seconds,
+                  options.max_seconds);
+    return Status::InvalidArgument(where + buf);
+  }
+  for (size_t i = 0; i < d.mono.size(); ++i) {
+    if (!std::isfinite(d.mono[i])) {
+      return Status::InvalidArgument(where + ": sample " + std::to_string(i) + " is " +
+                                     (std::isnan(d.mono[i]) ? "NaN" : "infinite") + " (a damaged float WAV?)");
+    }
+  }
 
   at::Tensor native = at::empty({static_cast<int64_t>(d.mono.size())}, at::kFloat);
   std::memcpy(native.data_ptr<float>(), d.mono.data(), d.mono.size() * sizeof(float));

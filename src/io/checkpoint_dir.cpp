@@ -1,5 +1,7 @@
 #include "liveavatar/io/checkpoint_dir.h"
 
+#include "liveavatar/io/path_rules.h"
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -80,7 +82,12 @@ std::string IndexProblem(const std::string& index_path) {
   const std::string dir = fs::path(index_path).parent_path().string();
   std::vector<std::string> problems;
   for (const auto& [shard, keys] : keys_by_shard) {
-    const std::string shard_path = Join(dir, shard);
+    auto inside = PathInside(dir, shard, "weight_map shard of '" + Printable(keys.front()) + "'");
+    if (!inside.ok()) {
+      problems.push_back(inside.status().message());
+      continue;
+    }
+    const std::string shard_path = *inside;
     std::string sp = FileProblem(shard_path);
     if (!sp.empty()) {
       problems.push_back("shard " + shard_path + " " + sp);

@@ -46,6 +46,14 @@ Status ConvertCheckpoint(const std::string& in_path, const std::string& out_path
                                    ", .pth, .pt or .bin)");
   }
   LA_ASSIGN_OR_RETURN(auto store, OpenTensorStore(in_path));
+  // Missing output folders are created, as `generate` does for its --save_file.
+  if (const auto parent = std::filesystem::path(out_path).parent_path(); !parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (!std::filesystem::is_directory(parent, ec)) {
+      return Status::IOError(out_path + ": cannot create the output folder " + parent.string());
+    }
+  }
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   std::vector<DType> dtypes;
   for (const std::string& key : store->Keys()) {

@@ -69,6 +69,17 @@ class Unpickler {
     return arena_.back().get();
   }
   bool Need(size_t k) const { return k <= n_ - pos_; }
+  // Work budget: every element an operation copies is charged. Memo references share objects, but a call such as
+  // OrderedDict(list) copies its argument, and a small pickle can reuse one memoised list in many calls; the
+  // budget keeps the total work linear in the pickle's size.
+  Status Charge(size_t units) {
+    if (units > budget_) {
+      return Err("pickle does more work than its size allows (a memoised object reused " +
+                 std::string("over and over?); refusing a likely decompression bomb"));
+    }
+    budget_ -= units;
+    return Status::Ok();
+  }
   uint64_t ReadLe(size_t k) {
     uint64_t v = 0;
     for (size_t b = 0; b < k; ++b) v |= static_cast<uint64_t>(p_[pos_ + b]) << (8 * b);
@@ -92,6 +103,7 @@ class Unpickler {
   std::vector<Obj*> stack_;
   std::vector<size_t> marks_;
   std::map<uint64_t, Obj*> memo_;
+  size_t budget_ = 16 * n_ + (size_t{1} << 20);
 };
 
 StatusOr<std::string> Unpickler::ReadLine() {
@@ -188,6 +200,8 @@ StatusOr<Obj*> Unpickler::MakeTensor(const std::vector<Obj*>& a, size_t min_args
     }
   }
   if (a[2]->items.size() != a[3]->items.size()) return Err(where + ": size and stride differ in length");
+  if (a[2]->items.size() > 64) return Err(where + ": " + std::to_string(a[2]->items.size()) + " dimensions (at most 64)");
+  LA_RETURN_IF_ERROR(Charge(a[2]->items.size()));
   Obj* t = New(Obj::Kind::kTensor);
   PickledTensor& d = t->tensor;
   d.storage_key = a[0]->s;
@@ -208,6 +222,17 @@ StatusOr<Obj*> Unpickler::MakeTensor(const std::vector<Obj*>& a, size_t min_args
       return Err(where + ": tensor view overflows");
     }
   }
+  // A view with more elements than its storage overlaps itself (a stride-0 broadcast, say): a 651-byte file could
+  // describe a GiB-sized tensor. Checkpoints never hold one; refuse it.
+  uint64_t numel = 1;
+  for (int64_t sz : d.size) {
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(sz), &numel)) return Err(where + ": tensor size overflows");
+  }
+  if (!empty && numel > d.storage_numel) {
+    return Err(where + ": tensor view of " + std::to_string(numel) + " elements over storage '" + d.storage_key +
+               "' of " + std::to_string(d.storage_numel) +
+               " elements (an overlapping or stride-0 view; not a checkpoint tensor)");
+  }
   if (!empty && last >= d.storage_numel) {
     return Err(where + ": tensor view (offset " + std::to_string(d.storage_offset) + ", last element " +
                std::to_string(last) + ") exceeds its storage '" + d.storage_key + "' of " +
@@ -225,6 +250,7 @@ Status Unpickler::Reduce(Obj* callable, Obj* args) {
   if (m == "collections" && f == "OrderedDict") {
     Obj* d = New(Obj::Kind::kDict);
     if (a.size() == 1 && (a[0]->kind == Obj::Kind::kList || a[0]->kind == Obj::Kind::kTuple)) {
+      LA_RETURN_IF_ERROR(Charge(a[0]->items.size()));
       for (Obj* kv : a[0]->items) {
         if ((kv->kind != Obj::Kind::kTuple && kv->kind != Obj::Kind::kList) || kv->items.size() != 2) {
           return Err("OrderedDict() argument is not a sequence of pairs");

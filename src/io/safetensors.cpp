@@ -33,10 +33,20 @@ StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* data, size_t s
   if (size < 8) return Bad(origin, "file is " + std::to_string(size) + " bytes, shorter than the 8-byte length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
-  if (n > kMaxHeaderBytes) return Bad(origin, "header length " + std::to_string(n) + " exceeds 100 MiB");
+  // A file that is not safetensors at all shows here: name its first bytes in hex only, never as a number or text.
+  auto magic = [data] {
+    static const char* kHex = "0123456789abcdef";
+    std::string h;
+    for (int i = 0; i < 8; ++i) h += std::string(1, kHex[data[i] >> 4]) + kHex[data[i] & 15];
+    return h;
+  };
+  if (n > kMaxHeaderBytes) {
+    return Bad(origin, "the first 8 bytes (hex " + magic() +
+                           ") are not a safetensors header length (over 100 MiB): not a safetensors file?");
+  }
   if (n > size - 8) {
-    return Bad(origin, "header length " + std::to_string(n) + " runs past the end of the file (" +
-                           std::to_string(size) + " bytes)");
+    return Bad(origin, "the header length in the first 8 bytes (hex " + magic() + ") runs past the end of the file (" +
+                           std::to_string(size) + " bytes): truncated, or not a safetensors file?");
   }
   nlohmann::json j;
   try {

@@ -1,5 +1,7 @@
 #include "liveavatar/io/safetensors_index.h"
 
+#include "liveavatar/io/path_rules.h"
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -50,19 +52,14 @@ StatusOr<std::shared_ptr<SafetensorsIndexReader>> SafetensorsIndexReader::Open(c
       }
     }
   }
-  const fs::path dir = fs::path(index_path).parent_path();
   std::map<std::string, std::set<std::string>> mapped;  // shard -> keys the index assigns to it
+  const fs::path dir = fs::path(index_path).parent_path();
   const auto& wm = j["weight_map"];
   for (auto it = wm.begin(); it != wm.end(); ++it) {
     if (!it.value().is_string()) return BadIndex(index_path, "weight_map value of '" + it.key() + "' is not a string");
     const std::string shard = it.value().get<std::string>();
-    const fs::path sp(shard);
-    bool escapes = shard.empty() || sp.is_absolute();
-    for (const auto& part : sp) escapes = escapes || part == "..";
-    if (escapes) {
-      return BadIndex(index_path, "tensor '" + it.key() + "' maps to shard '" + shard +
-                                      "', which is not a relative path inside the index's folder");
-    }
+    auto inside = PathInside(dir.string(), shard, "tensor '" + Printable(it.key()) + "' maps to shard");
+    if (!inside.ok()) return BadIndex(index_path, inside.status().message());
     mapped[shard].insert(it.key());
   }
   for (const auto& [shard, keys] : mapped) {

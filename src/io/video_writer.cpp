@@ -2,6 +2,10 @@
 // frame conversion and the Close()/Abort() state machine. Backends: video_writer_ffmpeg.cpp, video_writer_raw.cpp.
 #include "liveavatar/io/video_writer.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include <ATen/ATen.h>
 
 #include "liveavatar/core/logging.h"
@@ -50,6 +54,32 @@ bool IsStreamTarget(const std::string& path) {
 }
 
 }  // namespace
+
+Status CheckVideoOutput(const std::string& path, bool raw) {
+  if (path.empty()) return Status::InvalidArgument("--save_file: the output path is empty");
+  if (IsStreamTarget(path)) return Status::Ok();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    return Status::InvalidArgument("--save_file " + path + ": is a folder; name the video file (e.g. " +
+                                   (fs::path(path) / "out.mp4").string() + ")");
+  }
+  if (!raw && VideoWriterHasFfmpeg() && !video_internal::KnowsContainer(path)) {
+    return Status::InvalidArgument("--save_file " + path +
+                                   ": cannot tell the container from the name; use .mp4, .mkv, .mov or .ts");
+  }
+  // The nearest existing folder above the file must be a writable folder (missing ones are created).
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  while (!fs::exists(dir, ec) && dir.has_parent_path() && dir.parent_path() != dir) dir = dir.parent_path();
+  if (!fs::is_directory(dir, ec)) {
+    return Status::InvalidArgument("--save_file " + path + ": " + dir.string() + " is not a folder");
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    return Status::InvalidArgument("--save_file " + path + ": the folder " + dir.string() + " is not writable");
+  }
+  return Status::Ok();
+}
 
 bool VideoWriterHasFfmpeg() {
 #ifdef LIVEAVATAR_HAVE_FFMPEG

@@ -39,6 +39,8 @@ StatusOr<std::unique_ptr<VideoWriter::Impl>> OpenFfmpeg(const std::string& path,
   return Status::NotSupported("video '" + path + "': this build has no FFmpeg (H.264/AAC output)");
 }
 
+bool KnowsContainer(const std::string&) { return true; }
+
 #else
 
 namespace {
@@ -507,6 +509,11 @@ StatusOr<std::unique_ptr<VideoWriter::Impl>> OpenFfmpeg(const std::string& path,
   }
   w->output_paths.push_back(path);
   return std::unique_ptr<VideoWriter::Impl>(std::move(w));
+}
+
+bool KnowsContainer(const std::string& path) {
+  const std::string name = path.rfind("file:", 0) == 0 ? path.substr(5) : path;
+  return av_guess_format(nullptr, name.c_str(), nullptr) != nullptr;
 }
 
 #endif  // LIVEAVATAR_HAVE_FFMPEG

@@ -49,6 +49,9 @@ StatusOr<std::unique_ptr<VideoWriter::Impl>> OpenRaw(const std::string& path, in
                                                      const VideoWriterOptions& options, const at::Tensor& pcm,
                                                      int sample_rate);
 
+// True when FFmpeg can tell the container from the file name (always true without FFmpeg: raw output).
+bool KnowsContainer(const std::string& path);
+
 // Returns NotSupported in builds without FFmpeg.
 StatusOr<std::unique_ptr<VideoWriter::Impl>> OpenFfmpeg(const std::string& path, int width, int height,
                                                         const VideoWriterOptions& options, const at::Tensor& pcm,

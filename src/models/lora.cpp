@@ -170,15 +170,21 @@ StatusOr<LoraApplier> LoraApplier::Open(const std::string& lora_path,
 }
 
 StatusOr<at::Tensor> LoraApplier::Apply(const std::string& key, const at::Tensor& w, const c10::Device& device) const {
+  if (!Targets(key)) return at::Tensor();
+  at::Tensor out = w.to(device, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  LA_RETURN_IF_ERROR(AddDelta(key, out));
+  return out;
+}
+
+Status LoraApplier::AddDelta(const std::string& key, at::Tensor& w32) const {
   auto it = by_weight_.find(key);
-  if (it == by_weight_.end()) return at::Tensor();
+  if (it == by_weight_.end()) return Status::NotFound(lora_->path() + ": no LoRA pair targets '" + key + "'");
   LA_ASSIGN_OR_RETURN(at::Tensor a, lora_->Get(it->second.first));
   LA_ASSIGN_OR_RETURN(at::Tensor b, lora_->Get(it->second.second));
-  at::Tensor out = w.to(device, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
-  out.addmm_(b.to(device, at::kFloat), a.to(device, at::kFloat), /*beta=*/1.0, /*alpha=*/scale_);
+  w32.addmm_(b.to(w32.device(), at::kFloat), a.to(w32.device(), at::kFloat), /*beta=*/1.0, /*alpha=*/scale_);
   lora_->Release(it->second.first);
   lora_->Release(it->second.second);
-  return out;
+  return Status::Ok();
 }
 
 StatusOr<int> MergeLora(WeightMap& weights, const io::TensorStore& lora, double alpha, int rank,

@@ -94,7 +94,10 @@ StatusOr<WeightMap> LoadWeights(const io::TensorStore& store, const std::vector<
     t = at::Tensor();
     store.Release(spec.key);
     if (options.check_finite && at::isFloatingType(w.scalar_type())) {
-      LA_RETURN_IF_ERROR(CheckFinite(w, store.path() + ": tensor '" + spec.key + "'"));
+      Status finite = CheckFinite(w, store.path() + ": tensor '" + spec.key + "'");
+      if (!finite.ok()) {
+        return Status::Corruption(finite.message() + " (a corrupt or mis-converted checkpoint; re-download it)");
+      }
     }
     out[spec.key] = std::move(w);
   }
@@ -108,8 +111,7 @@ Status CheckFinite(const at::Tensor& t, const std::string& what) {
     const at::Tensor part = flat.narrow(0, i, std::min(kChunk, flat.numel() - i));
     if (!at::isfinite(part).all().item<bool>()) {
       const bool nan = at::isnan(part).any().item<bool>();
-      return Status::Corruption(what + " holds " + (nan ? "NaN" : "infinite") +
-                                " values (a corrupt or mis-converted checkpoint; re-download it)");
+      return Status::Corruption(what + " holds " + (nan ? "NaN" : "infinite") + " values");
     }
   }
   return Status::Ok();

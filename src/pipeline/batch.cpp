@@ -1,6 +1,10 @@
 #include "liveavatar/core/json_file.h"
 #include "liveavatar/pipeline/batch.h"
 
+#include <map>
+
+#include "liveavatar/io/path_rules.h"
+
 #include <filesystem>
 #include <fstream>
 
@@ -53,11 +57,28 @@ StatusOr<std::vector<BatchJob>> LoadBatchJobs(const std::string& config_path, co
   LA_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(config_path, "the batch config"));
   const fs::path base = fs::path(config_path).parent_path();
   std::vector<BatchJob> jobs;
+  std::map<std::string, std::string> output_of;  // normalised output -> the job that writes it
   auto add = [&](const std::string& name, const nlohmann::json& spec) -> Status {
     BatchJob job{name, defaults};
     job.request.output.clear();
     LA_RETURN_IF_ERROR(ApplyJob(spec, name, base, &job.request).WithPrefix(config_path));
-    if (job.request.output.empty()) job.request.output = (fs::path(save_dir) / (name + ".mp4")).string();
+    if (job.request.output.empty()) {
+      // A job name becomes a file inside --save_dir, nowhere else.
+      LA_RETURN_IF_ERROR(io::CheckFileName(name, "job name").WithPrefix(config_path));
+      job.request.output = (fs::path(save_dir) / (name + ".mp4")).string();
+    } else if (!fs::path(job.request.output).is_absolute()) {
+      auto inside = io::PathInside(save_dir.empty() ? "." : save_dir, job.request.output,
+                                   "job '" + io::Printable(name) + "' output");
+      if (!inside.ok()) return inside.status().WithPrefix(config_path);
+      job.request.output = *inside;
+    }
+    const std::string key = fs::absolute(job.request.output).lexically_normal().string();
+    if (auto it = output_of.find(key); it != output_of.end()) {
+      return Status::InvalidArgument(config_path + ": jobs '" + io::Printable(it->second) + "' and '" +
+                                     io::Printable(name) + "' both write " + job.request.output +
+                                     " (give each job its own name or output)");
+    }
+    output_of[key] = name;
     jobs.push_back(std::move(job));
     return Status::Ok();
   };
@@ -76,11 +97,29 @@ StatusOr<std::vector<BatchJob>> LoadBatchJobs(const std::string& config_path, co
   return jobs;
 }
 
+std::vector<Status> ValidateBatchJobs(const std::vector<BatchJob>& jobs) {
+  std::vector<Status> out;
+  out.reserve(jobs.size());
+  for (const auto& job : jobs) {
+    Status s = ValidateRequest(job.request);
+    if (s.ok()) s = CheckRequestFiles(job.request);
+    out.push_back(s);
+  }
+  return out;
+}
+
 BatchSummary RunBatch(Engine& engine, const std::vector<BatchJob>& jobs, bool overwrite, const ProgressFn& progress) {
   BatchSummary s;
+  const std::vector<Status> valid = ValidateBatchJobs(jobs);
   for (size_t i = 0; i < jobs.size(); ++i) {
     const BatchJob& job = jobs[i];
     std::error_code ec;
+    if (!valid[i].ok()) {  // refused before anything renders
+      ++s.failed;
+      s.errors.push_back(job.name + ": " + valid[i].ToString());
+      LA_LOG_ERROR("[{}/{}] {}: refused: {}", i + 1, jobs.size(), job.name, valid[i].ToString());
+      continue;
+    }
     if (!overwrite && fs::exists(job.request.output, ec)) {
       LA_LOG_INFO("[{}/{}] {}: {} exists, skipped (--overwrite to redo)", i + 1, jobs.size(), job.name, job.request.output);
       ++s.skipped;

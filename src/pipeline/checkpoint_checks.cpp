@@ -274,6 +274,19 @@ CheckpointReport CheckCheckpoint(const CheckpointCheckOptions& options) {
                                dir.dit_config + ")",
                            "use wav2vec2-large-xlsr-53-english, the audio encoder this DiT was trained with"));
       }
+      // The DiT's audio encoder mixes every hidden state of wav2vec2 (layers + 1, the input embedding included).
+      for (const auto& [key, shape] : dit_shapes) {
+        const std::string suffix = "audio_encoder.weights";
+        if (key.size() < suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0 ||
+            shape.size() < 2 || shape[1] == cfg->num_hidden_layers + 1) {
+          continue;
+        }
+        out.push_back(Fail("wav2vec2 has " + std::to_string(cfg->num_hidden_layers) + " layers (" +
+                               dir.wav2vec2_config + ") but the DiT's " + key + " mixes " + std::to_string(shape[1]) +
+                               " hidden states, i.e. " + std::to_string(shape[1] - 1) + " layers (" + dir.dit_config +
+                               ")",
+                           "use the full wav2vec2-large-xlsr-53-english (24 layers)"));
+      }
     }
   } else {
     out.push_back(Skip("wav2vec2 shapes: not checked (see the wav2vec2 lines above)"));

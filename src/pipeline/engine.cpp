@@ -26,6 +26,7 @@
 #include "liveavatar/models/dit/model.h"
 #include "liveavatar/models/lora.h"
 #include "liveavatar/models/t5/prompt_encoder.h"
+#include "liveavatar/models/weights.h"
 #include "liveavatar/models/vae/vae.h"
 #include "liveavatar/pipeline/scheduler.h"
 
@@ -202,9 +203,13 @@ StatusOr<at::Tensor> Engine::PrepareImage(const std::string& path, const std::st
   return io::PreprocessImage(rgb, gs.height, gs.width);
 }
 
-StatusOr<std::pair<at::Tensor, int64_t>> Engine::PrepareAudio(const std::string& path, int64_t infer_frames) const {
+StatusOr<std::pair<at::Tensor, int64_t>> Engine::PrepareAudio(const std::string& path, int64_t infer_frames,
+                                                              double max_audio_s) const {
   if (!impl_->wav2vec2) return Status::Internal("Engine::PrepareAudio: wav2vec2 was not loaded");
-  LA_ASSIGN_OR_RETURN(io::AudioClip clip, io::ReadAudio(path, impl_->wav2vec2->config().sampling_rate));
+  io::AudioReadOptions ro;
+  ro.target_rate = impl_->wav2vec2->config().sampling_rate;
+  ro.max_seconds = max_audio_s;
+  LA_ASSIGN_OR_RETURN(io::AudioClip clip, io::ReadAudio(path, ro));
   if (clip.samples.numel() == 0) return Status::InvalidArgument("--audio: " + path + " holds no samples");
   const double peak = clip.samples.abs().max().item<double>();
   if (peak == 0.0) return Status::InvalidArgument("--audio: " + path + " is silent (all samples are zero)");
@@ -229,7 +234,7 @@ StatusOr<EncodedInputs> Engine::Encode(const GenerationRequest& req) const {
   in.height = image.size(1);
   in.width = image.size(2);
   const auto t_enc = Clock::now();
-  LA_ASSIGN_OR_RETURN(auto audio, PrepareAudio(req.audio, req.infer_frames));
+  LA_ASSIGN_OR_RETURN(auto audio, PrepareAudio(req.audio, req.infer_frames, req.max_audio_s));
   in.audio_emb = audio.first;
   in.num_clips = std::min<int64_t>(std::max<int64_t>(req.num_clip, 1), audio.second);
   LA_ASSIGN_OR_RETURN(in.context, PreparePrompt(req.prompt));
@@ -250,7 +255,27 @@ Status ValidateRequest(const GenerationRequest& req) {
   if (req.rolling_sink_d != -1 && (req.rolling_sink_d < 4 || req.rolling_sink_d > 30)) {
     return Status::InvalidArgument("--rolling_sink_d must be -1 or within [4, 30]");
   }
+  if (req.num_clip < 1) return Status::InvalidArgument("--num_clip must be >= 1, got " + std::to_string(req.num_clip));
+  const auto& sizes = io::SizeOptions();
+  if (std::find(sizes.begin(), sizes.end(), req.size) == sizes.end()) {
+    std::string list;
+    for (const auto& s : sizes) list += (list.empty() ? "" : ", ") + s;
+    return Status::InvalidArgument("--size '" + req.size + "' is not supported (one of: " + list + ")");
+  }
   return Status::Ok();
+}
+
+Status CheckRequestFiles(const GenerationRequest& req) {
+  for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--image", req.image},
+                                   std::pair<const char*, const std::string&>{"--audio", req.audio}}) {
+    std::error_code ec;
+    if (path.empty()) return Status::InvalidArgument(std::string(flag) + " is required");
+    if (!fs::exists(path, ec)) return Status::NotFound(std::string(flag) + " " + path + ": no such file");
+    if (!fs::is_regular_file(path, ec)) {
+      return Status::InvalidArgument(std::string(flag) + " " + path + ": not a regular file");
+    }
+  }
+  return io::CheckVideoOutput(req.output, req.raw_video);
 }
 
 StatusOr<StreamGeometry> MakeStreamGeometry(const GenerationRequest& req, const at::Tensor& ref_latents) {
@@ -378,6 +403,11 @@ Status FrameSink::Consume(int64_t clip, int64_t block, const at::Tensor& latents
   const int64_t frames_per_block = st.geo.video_frames_per_block();
   BlockTiming bt{clip, block};
   bt.denoise_ms = denoise_ms;
+  // A NaN/Inf here (non-finite weights or inputs that the load checks missed, an overflow) would decode to a
+  // black video that exits 0: stop the run, naming where it appeared; the partial output is removed by Abort().
+  LA_RETURN_IF_ERROR(models::CheckFinite(latents, "denoised latents of clip " + std::to_string(clip) + ", block " +
+                                                      std::to_string(block))
+                         .WithPrefix("generation stopped"));
   auto t0 = Clock::now();
   at::Tensor frames = st.decoder->Decode(latents.to(st.device).unsqueeze(0));  // [1, 3, F, H, W]
   frames = frames.narrow(2, frames.size(2) - frames_per_block, frames_per_block);

@@ -66,6 +66,7 @@ Status ValidateRunOptions(const RunOptions& options) {
     if (!parsed.ok()) errors.push_back(parsed.status().message());
   }
   check(g.task == "s2v-14B", "--task: only s2v-14B is supported by this entry point (got '" + g.task + "')");
+  check(g.max_audio_s > 0, "--max_audio_s: must be positive (got " + std::to_string(g.max_audio_s) + ")");
   check(g.infer_frames > 0 && g.infer_frames % 4 == 0,
         "--infer_frames: must be a positive multiple of 4 (got " + std::to_string(g.infer_frames) + ")");
   check(g.num_clip > 0, "--num_clip: must be positive (got " + std::to_string(g.num_clip) + ")");

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <limits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -288,6 +289,61 @@ TEST(AudioReader, MissingEmptyAndNonAudioFilesGiveClearErrors) {
     EXPECT_NE(r4.status().message().find(header_only), std::string::npos) << r4.status().ToString();
   }
   EXPECT_FALSE(ReadAudio(TempPath("tone16.wav"), 0).ok());
+}
+
+
+// A WAV whose header claims an absurd rate would be resampled to ~10^9 samples; header values are checked first.
+TEST(AudioReader, HeaderRateChannelsDurationAndNonFiniteSamplesAreRefused) {
+  auto write = [](const std::string& name, int channels, int rate, int frames, float value) {
+    const std::string path = TempPath(name);
+    std::ofstream o(path, std::ios::binary);
+    o.write("RIFF", 4);
+    Put32(o, 36 + frames * channels * 4);
+    o.write("WAVE", 4);
+    o.write("fmt ", 4);
+    Put32(o, 16);
+    Put16(o, 3);  // float32
+    Put16(o, static_cast<uint16_t>(channels));
+    Put32(o, rate);
+    Put32(o, rate * channels * 4);
+    Put16(o, static_cast<uint16_t>(channels * 4));
+    Put16(o, 32);
+    o.write("data", 4);
+    Put32(o, frames * channels * 4);
+    for (int i = 0; i < frames * channels; ++i) {
+      const float v = i == frames * channels / 2 ? value : 0.1f;
+      o.write(reinterpret_cast<const char*>(&v), 4);
+    }
+    return path;
+  };
+  struct Case {
+    std::string file, needle;
+    int channels, rate, frames;
+    float value;
+    double max_seconds;
+  };
+  const Case cases[] = {
+      {"rate1.wav", "sample rate 1 Hz", 1, 1, 30000, 0.1f, 3600},
+      {"rate1m.wav", "sample rate 1000000 Hz", 1, 1000000, 3000, 0.1f, 3600},
+      {"ch40.wav", "40 channels", 40, 16000, 100, 0.1f, 3600},
+      {"long.wav", "exceeds the 1 s limit", 1, 8000, 16000, 0.1f, 1.0},
+      {"nan.wav", "is NaN", 1, 16000, 1000, std::nanf(""), 3600},
+      {"inf.wav", "is infinite", 1, 16000, 1000, std::numeric_limits<float>::infinity(), 3600},
+  };
+  for (const auto& c : cases) {
+    const std::string path = write(c.file, c.channels, c.rate, c.frames, c.value);
+    AudioReadOptions o;
+    o.max_seconds = c.max_seconds;
+    auto r = ReadAudio(path, o);
+    ASSERT_FALSE(r.ok()) << c.file;
+    EXPECT_EQ(r.status().code(), Status::Code::kInvalidArgument) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(c.needle), std::string::npos) << r.status().message();
+  }
+  // Within the limits the same writer gives a readable file.
+  auto fine = ReadAudio(write("fine.wav", 2, 16000, 1600, 0.2f), AudioReadOptions{});
+  ASSERT_TRUE(fine.ok()) << fine.status().ToString();
+  EXPECT_EQ(fine->num_samples(), 1600);
 }
 
 }  // namespace

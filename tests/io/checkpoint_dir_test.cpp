@@ -170,6 +170,33 @@ TEST(CheckpointDir, ShardProblems) {
   EXPECT_NE(s.message().find("weight_map"), std::string::npos) << s.message();
 }
 
+// An index's shard names stay inside the checkpoint folder (the pre-check used to follow "..", and printed the
+// target's first bytes as a header length); a non-safetensors file is named by its magic in hex only.
+TEST(CheckpointDir, IndexShardOutsideTheFolderIsRefused) {
+  TempDir d;
+  MakeComplete(d, /*sharded=*/true);
+  const std::string outside = fs::path(d.path()).parent_path() / ("la_outside_" + std::to_string(::getpid()));
+  WriteFile(outside, "root:x:0:0:root:/root:/bin/bash\n");
+  for (const std::string& shard : {"../" + fs::path(outside).filename().string(), outside, std::string("")}) {
+    WriteFile(d / kDitIndexFile, R"({"weight_map": {"a.weight": ")" + shard +
+                                     R"(", "b.weight": "diffusion_pytorch_model-00002-of-00002.safetensors"}})");
+    Status s = CheckCheckpointDir(d.path());
+    ASSERT_FALSE(s.ok()) << shard;
+    EXPECT_NE(s.message().find("is not a relative path inside"), std::string::npos) << s.message();
+    EXPECT_EQ(s.message().find("3475222254926655346"), std::string::npos) << s.message();
+  }
+  fs::remove(outside);
+
+  // The same bytes as a shard inside the folder: "not a safetensors file", magic in hex, no bogus length.
+  WriteFile(d / "diffusion_pytorch_model-00001-of-00002.safetensors", "root:x:0:0:root:/root:/bin/bash\n");
+  WriteFile(d / kDitIndexFile, R"({"weight_map": {"a.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+      "b.weight": "diffusion_pytorch_model-00002-of-00002.safetensors"}})");
+  Status s = CheckCheckpointDir(d.path());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("hex 726f6f743a783a30"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("3475222254926655346"), std::string::npos) << s.message();
+}
+
 TEST(CheckpointDir, Wav2Vec2BinAlternative) {
   TempDir d;
   MakeComplete(d, /*sharded=*/false);

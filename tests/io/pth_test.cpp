@@ -144,6 +144,45 @@ TEST(PthTest, SharedStorageViewsUseOffsetAndStride) {
   EXPECT_NE(bad.status().message().find("exceeds its storage"), std::string::npos) << bad.status().message();
 }
 
+// A stride-0 (broadcast) view of a 1-element storage would make a 651-byte file a 1 GiB tensor: refused.
+TEST(PthTest, OverlappingViewsAreRefused) {
+  TempDir dir;
+  std::vector<internal::PickledTensor> d(1);
+  d[0].name = "bomb";
+  d[0].storage_key = "0";
+  d[0].storage_numel = 1;
+  d[0].size = {16384, 16384};
+  d[0].stride = {0, 0};
+  const std::string path = dir / "bomb.pth";
+  float one = 1.0f;
+  WriteZip(path, {{"archive/data.pkl", internal::PickleStateDict(d).value()},
+                  {"archive/data/0", std::string(reinterpret_cast<const char*>(&one), 4)},
+                  {"archive/version", "3\n"}});
+  auto r = PthReader::Open(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("stride-0"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find(path), std::string::npos);
+}
+
+// OrderedDict(l) copies l: one memoised list of N pairs reduced R times is O(N*R) work from O(N + R) bytes. The
+// unpickler's work budget refuses it (on the old code this 80 KB pickle built 32 million dict entries).
+TEST(PthTest, MemoisedListReusedInManyReductionsIsRefused) {
+  const int n = 4000, reductions = 8000;
+  std::string pkl("\x80\x02]q\x00(", 6);  // PROTO 2, EMPTY_LIST, BINPUT 0, MARK
+  for (int i = 0; i < n; ++i) pkl += "K\x01K\x01\x86";  // (1, 1)
+  pkl += "e";                                        // APPENDS
+  pkl += "ccollections\nOrderedDict\nq\x01";           // GLOBAL, BINPUT 1
+  for (int i = 0; i < reductions; ++i) pkl += std::string("h\x01h\x00\x85R0", 7);  // OrderedDict(l), POP
+  pkl += "}.";
+  TempDir dir;
+  const std::string path = dir / "memo_bomb.pth";
+  WriteZip(path, {{"archive/data.pkl", pkl}, {"archive/version", "3\n"}});
+  auto r = PthReader::Open(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("more work than its size allows"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find(path), std::string::npos);
+}
+
 TEST(PthTest, NestedStateDictIsFoundOneLevelDown) {
   // {"epoch": 3, "state_dict": OrderedDict(w=tensor)} written by hand in protocol 2.
   at::Tensor w = at::arange(6, at::kFloat);

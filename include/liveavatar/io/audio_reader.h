@@ -33,7 +33,14 @@ struct AudioReadOptions {
   int target_rate = 16000;                    // output rate in Hz (> 0)
   AudioDecoder decoder = AudioDecoder::kAuto;  // kAuto: the order in the file comment
   Resampler resampler = Resampler::kAuto;      // kAuto: libswresample when built in, else linear
+  // Limits checked on the decoded header values before any resampling (a 120 KB file claiming 1 Hz would
+  // otherwise resample to 10^9 samples): the file's rate within [kMinSourceRate, kMaxSourceRate], at most
+  // kMaxChannels channels, and at most `max_seconds` of audio.
+  double max_seconds = 3600.0;
 };
+inline constexpr int kMinSourceRate = 8000;
+inline constexpr int kMaxSourceRate = 384000;
+inline constexpr int kMaxChannels = 32;
 
 struct AudioClip {
   at::Tensor samples;       // [N] float32 CPU, mono, nominal range [-1, 1]
@@ -47,7 +54,8 @@ struct AudioClip {
 
 // Reads `path` as described above. Errors (the message always names the path):
 //   NotFound        the file does not exist / cannot be opened;
-//   InvalidArgument the file is empty, holds no audio samples, or target_rate <= 0;
+//   InvalidArgument the file is empty, holds no audio samples, or target_rate <= 0; its rate, channel count or
+//                   duration is outside the limits of AudioReadOptions; a sample is NaN or infinite;
 //   NotSupported    no built-in decoder understands the file (the message lists what each one said);
 //   Corruption      a decoder accepted the header but failed mid-stream.
 StatusOr<AudioClip> ReadAudio(const std::string& path, int target_rate = 16000);

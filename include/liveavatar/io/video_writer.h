@@ -63,6 +63,11 @@ struct AudioTrack {
   bool empty() const { return !samples.defined() && path.empty(); }
 };
 
+// The checks Open() would fail on late, made before any work: `path` (the --save_file) is not empty, not a
+// folder, names a container FFmpeg knows from its extension (unless `raw`), and its folder exists or can be created
+// and is writable. stdout ("-") and URLs pass. InvalidArgument naming --save_file and the path.
+Status CheckVideoOutput(const std::string& path, bool raw = false);
+
 class VideoWriter {
  public:
   // Opens the target and writes the header. InvalidArgument for odd/non-positive sizes, fps <= 0 or bad

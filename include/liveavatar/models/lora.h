@@ -64,6 +64,9 @@ class LoraApplier {
   // For a targeted base weight `key` ("<module>.weight"): W + (alpha / rank)·B·A computed in fp32 on `device`
   // (one in-place GEMM on an fp32 copy of `w`); an undefined tensor for any other key.
   StatusOr<at::Tensor> Apply(const std::string& key, const at::Tensor& w, const c10::Device& device) const;
+  // The merge itself: w32 += (alpha / rank)·B·A in place (one GEMM on w32's device); `w32` is an fp32 weight of
+  // a targeted `key`. NotFound for another key.
+  Status AddDelta(const std::string& key, at::Tensor& w32) const;
   bool Targets(const std::string& key) const { return by_weight_.count(key) > 0; }
   int pairs() const { return static_cast<int>(by_weight_.size()); }
   double scale() const { return scale_; }

@@ -6,7 +6,10 @@
 // crf, preset, save_file (= output). Relative image/audio paths resolve against the config file's folder.
 // Unknown keys are errors naming the job and the key.
 //
-// Jobs whose output already exists are skipped unless `overwrite`; a failing job is reported and the others
+// A job without "output" writes <save_dir>/<name>.mp4: its name must be a plain file name (no '/', "..", empty
+// name or control character); a relative "output" stays inside save_dir (io::PathInside); two jobs writing the
+// same file are refused when the config loads. Jobs whose output already exists are skipped unless `overwrite`; a
+// job whose inputs or numbers are bad fails before anything renders; a failing job is reported and the others
 // continue. Outputs are written as NAME.partial and renamed on success, so an interrupted run never leaves a
 // file that a rerun mistakes for a finished one.
 #pragma once
@@ -35,7 +38,12 @@ struct BatchSummary {
   std::vector<std::string> errors;  // "<job>: <message>" per failed job
 };
 
-// Runs every job on `engine` in order. Never throws for a job's failure.
+// ValidateRequest() + CheckRequestFiles() of every job, in order (no model needed): run before loading so a bad
+// job fails in seconds.
+std::vector<Status> ValidateBatchJobs(const std::vector<BatchJob>& jobs);
+
+// Runs every job on `engine` in order; jobs that fail ValidateBatchJobs() are counted failed without rendering.
+// Never throws for a job's failure.
 BatchSummary RunBatch(Engine& engine, const std::vector<BatchJob>& jobs, bool overwrite, const ProgressFn& progress = {});
 
 }  // namespace liveavatar::pipeline

@@ -64,6 +64,7 @@ struct GenerationRequest {
   std::string size = "704*384";    // target area, one of io::SizeOptions()
   int64_t num_clip = 10000;        // capped by the audio length
   int64_t infer_frames = 48;       // multiple of 4
+  double max_audio_s = 3600;       // --max_audio_s: longer audio is refused before it is resampled
   int64_t sample_steps = 4;
   int64_t base_seed = 420;         // clip r uses base_seed + r
   int64_t rolling_sink_d = -1;     // -1: seeded per call; 4..30: fixed
@@ -121,8 +122,12 @@ struct EncodedInputs {
   double encode_ms = 0;
 };
 
-// Checks the request's numbers (infer_frames, sample_steps, rolling_sink_d). Touches no file.
+// Checks the request's numbers (infer_frames, sample_steps, rolling_sink_d, num_clip) and its --size (one of
+// io::SizeOptions()). Touches no file.
 Status ValidateRequest(const GenerationRequest& request);
+// Checks the request's files before any model work: --image and --audio are regular files, the output passes
+// io::CheckVideoOutput (container, folder, writable). What `generate` and `batch` run before loading.
+Status CheckRequestFiles(const GenerationRequest& request);
 // The streaming geometry of a request whose reference latent is [1, C, 1, h, w]. InvalidArgument when
 // infer_frames gives a latent frame count per clip that is not a multiple of the block size.
 StatusOr<StreamGeometry> MakeStreamGeometry(const GenerationRequest& request, const at::Tensor& ref_latents);
@@ -191,7 +196,8 @@ class Engine {
   // Image -> [3, H, W] in [−1, 1] at the resolved size.
   StatusOr<at::Tensor> PrepareImage(const std::string& path, const std::string& size) const;
   // Audio file -> audio_emb [1, 25, C, N] and the clip count of the reference's rule.
-  StatusOr<std::pair<at::Tensor, int64_t>> PrepareAudio(const std::string& path, int64_t infer_frames) const;
+  StatusOr<std::pair<at::Tensor, int64_t>> PrepareAudio(const std::string& path, int64_t infer_frames,
+                                                        double max_audio_s = 3600) const;
   // Prompt -> context [L, text_dim].
   StatusOr<at::Tensor> PreparePrompt(const std::string& prompt) const;
 

@@ -57,6 +57,8 @@ struct GenerateOptions {
   int64_t num_clip = 10000;
   // Frames per clip, a positive multiple of 4. Default 48 (launch scripts; argparse default 80).
   int64_t infer_frames = 48;
+  // Longest audio accepted, in seconds (its header is checked before decoding work grows). Default one hour.
+  double max_audio_s = 3600;
   // Denoising steps per block; with TPP it must be divisible by the number of stages (docs/parallel.md). Default 4.
   int64_t sample_steps = 4;
   // Sampler; only "euler" is implemented upstream (others raise there); accepted values euler, unipc, dpm++.

@@ -1,6 +1,9 @@
 #include "liveavatar/core/json_file.h"
 #include "liveavatar/models/dit/config.h"
 
+#include <cmath>
+#include <type_traits>
+
 #include <fstream>
 #include <sstream>
 
@@ -15,6 +18,15 @@ Status ReadField(const nlohmann::json& j, const char* key, bool required, const 
   if (it == j.end() || it->is_null()) {
     if (required) return Status::InvalidArgument(source + ": missing required field \"" + key + "\"");
     return Status::Ok();
+  }
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann converts 2.5 to 2 silently: an integer field must hold an integral number.
+    if (it->is_number_float()) {
+      const double d = it->get<double>();
+      if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9.0e15) {
+        return Status::InvalidArgument(source + ": field \"" + key + "\" must be an integer (got " + it->dump() + ")");
+      }
+    }
   }
   try {
     *out = it->get<T>();
@@ -41,7 +53,17 @@ Status DitConfig::Validate() const {
   if (dim <= 0 || num_heads <= 0 || dim % num_heads != 0) return bad("dim", "must be a positive multiple of num_heads");
   if (head_dim() % 2 != 0) return bad("num_heads", "head_dim = dim / num_heads must be even");
   if (dim % 4 != 0) return bad("dim", "must be divisible by 4 (audio encoder groups)");
-  if (num_layers <= 0) return bad("num_layers", "must be positive");
+  if (num_layers <= 0 || num_layers > 1024) return bad("num_layers", "must be within 1..1024");
+  if (dim > 65536) return bad("dim", "must be at most 65536");
+  if (num_heads > 1024) return bad("num_heads", "must be at most 1024");
+  if (ffn_dim > (int64_t{1} << 20)) return bad("ffn_dim", "must be at most 2^20");
+  if (text_len > 65536) return bad("text_len", "must be at most 65536");
+  if (freq_dim > 65536) return bad("freq_dim", "must be at most 65536");
+  if (!(eps > 0 && eps < 1)) return bad("eps", "must be a finite value in (0, 1)");
+  for (const auto& [field, v] : {std::pair<const char*, int64_t>{"in_dim", in_dim}, {"out_dim", out_dim},
+                                 {"cond_dim", cond_dim}, {"audio_dim", audio_dim}, {"text_dim", text_dim}}) {
+    if (v <= 0 || v > 65536) return bad(field, "must be within 1..65536");
+  }
   if (ffn_dim <= 0) return bad("ffn_dim", "must be positive");
   if (freq_dim <= 0 || freq_dim % 2 != 0) return bad("freq_dim", "must be positive and even");
   if (text_len <= 0) return bad("text_len", "must be positive");
