@@ -41,8 +41,14 @@ StatusOr<NamedTensors> ConfigWeights(const nlohmann::json& config, const std::ve
   NamedTensors out;
   out.reserve(specs.size());
   for (const auto& spec : specs) {
-    at::Tensor t = spec.init == "ones" ? at::ones(spec.shape, at::TensorOptions().dtype(dtype))
-                                       : at::zeros(spec.shape, at::TensorOptions().dtype(dtype));
+    // Norm gains stay one; so does a weight-normed direction (wav2vec2's positional conv: w = g·v/||v|| is 0/0
+    // for v = 0, a NaN the reference would produce too).
+    auto ends = [&spec](const std::string& x) {
+      return spec.key.size() >= x.size() && spec.key.compare(spec.key.size() - x.size(), x.size(), x) == 0;
+    };
+    const bool one = spec.init == "ones" || ends(".weight_v") || ends(".original1");
+    at::Tensor t = one ? at::ones(spec.shape, at::TensorOptions().dtype(dtype))
+                       : at::zeros(spec.shape, at::TensorOptions().dtype(dtype));
     out.emplace_back(spec.key, std::move(t));
   }
   return out;

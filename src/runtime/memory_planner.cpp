@@ -465,9 +465,10 @@ MemoryPlan MemoryPlanner::Plan(const PlanInputs& in) {
       add("fp8_dequant", "one layer's FP8 linears dequantised per block call (no FP8 GEMM in this build)", 0, 0,
           dit.fp8_dequant);
     }
-    // LoRA merge temporaries: on the device when the merge happens there (per slice with FSDP; the host is the
-    // device on the CPU): an fp32 copy of the largest target, its delta B·A (fp32) and the A/B pair.
-    if (in.load_lora && dit.largest_lora_out_in > 0 && (fsdp || in.device == PlanDeviceKind::kCpu)) {
+    // LoRA merge temporaries, where the weight lands (the streaming load merges each target on its way to the
+    // device; per slice with FSDP; on the host for blocks kept there): an fp32 copy of the largest target, the
+    // merged result before its dtype conversion, and the A/B pair.
+    if (in.load_lora && dit.largest_lora_out_in > 0 && !(in.offload_dit_blocks && !fsdp)) {
       const int64_t div = fsdp ? u : 1;
       const int64_t tmp = 2 * CeilDiv(dit.largest_lora_out_in, div) * 4 +
                           (dit.largest_lora_out + dit.largest_lora_in) * in.lora_rank * 4;

@@ -70,12 +70,7 @@ ChildResult RunChild(const std::vector<std::string>& argv, const std::string& lo
 class BadInput : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    root_ = (fs::temp_directory_path() / ("la_bad_input_" + std::to_string(::getpid()))).string();
-    fs::create_directories(root_);
-    MakeTinyArgs args;
-    args.out = root_ + "/ckpt";
-    args.seed = 11;
-    Status s = WriteTinyCheckpoint(args);
+    Status s = testutil::MakeTinySuiteRoot("la_bad_input", 11, &root_);
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   static void TearDownTestSuite() {

@@ -3,11 +3,15 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "make_tiny.h"
 
 namespace liveavatar::cli::testutil {
 
@@ -31,6 +35,18 @@ inline std::string Slurp(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// The per-process temp folder `<tmp>/<stem>_<pid>` with a make-tiny checkpoint of `seed` in its "ckpt"
+// subfolder, for a test suite's SetUpTestSuite; the Status of make-tiny (the folder exists either way).
+inline Status MakeTinySuiteRoot(const std::string& stem, uint64_t seed, std::string* root) {
+  namespace fs = std::filesystem;
+  *root = (fs::temp_directory_path() / (stem + "_" + std::to_string(::getpid()))).string();
+  fs::create_directories(*root);
+  MakeTinyArgs args;
+  args.out = *root + "/ckpt";
+  args.seed = seed;
+  return WriteTinyCheckpoint(args);
 }
 
 }  // namespace liveavatar::cli::testutil

@@ -235,6 +235,40 @@ TEST_F(Generate, BatchRendersSkipsAndReportsFailures) {
   EXPECT_FALSE(fs::exists(dir + "/out2.mp4.partial"));
 }
 
+// `kill -9` of a batch while it renders its second job, then the same batch again: the finished output is kept
+// (not re-rendered), the interrupted one is redone, and no temporary file is left.
+TEST_F(Generate, KilledBatchResumesKeepingFinishedOutputs) {
+  const std::string dir = root_ + "/resume";
+  fs::create_directories(dir);
+  nlohmann::json jobs = nlohmann::json::object();
+  for (int i = 0; i < 3; ++i) {
+    jobs["job" + std::to_string(i)] = {{"image", Src() + "/examples/face.png"},
+                                       {"audio", Src() + "/examples/speech.wav"},
+                                       {"prompt", "job " + std::to_string(i)},
+                                       {"num_clip", 1},
+                                       {"infer_frames", 12}};
+  }
+  std::ofstream(dir + "/jobs.json") << jobs.dump(2);
+  const std::string cmd = Q(Bin()) + " batch " + Q(dir + "/jobs.json") + " --log-level warn --threads 1 --ckpt_dir " +
+                          Q(root_ + "/ckpt") + " --size 384*256 --no_fp8 --save_dir " + Q(dir + "/out");
+  const std::string first = dir + "/out/job0.mp4", second = dir + "/out/job1.mp4";
+  const std::string script = cmd + " 2> " + Q(dir + "/log1.txt") + " & pid=$!; for i in $(seq 1 3000); do [ -e " +
+                             Q(first) + " ] && [ -e " + Q(second + ".partial") +
+                             " ] && break; kill -0 $pid 2> /dev/null || break; sleep 0.1; done; [ -e " +
+                             Q(second + ".partial") + " ] || { wait $pid; exit 99; }; kill -9 $pid; wait $pid; exit 0";
+  std::ofstream(dir + "/kill.sh") << script << "\n";
+  ASSERT_EQ(Shell("bash " + Q(dir + "/kill.sh")), 0) << "the batch ended before its second job could be interrupted";
+  ASSERT_TRUE(fs::exists(first));
+  EXPECT_FALSE(fs::exists(second));
+  const auto t_first = fs::last_write_time(first);
+  EXPECT_EQ(Shell(cmd + " 2> " + Q(dir + "/log2.txt")), 0) << Slurp(dir + "/log2.txt");
+  EXPECT_EQ(fs::last_write_time(first), t_first);  // kept, not redone
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(fs::exists(dir + "/out/job" + std::to_string(i) + ".mp4")) << i;
+  for (const auto& e : fs::directory_iterator(dir + "/out")) {
+    EXPECT_EQ(e.path().extension(), ".mp4") << "left behind: " << e.path();
+  }
+}
+
 TEST_F(Generate, BadInputsFailWithoutOutput) {
   const std::string dir = root_ + "/bad";
   fs::create_directories(dir);

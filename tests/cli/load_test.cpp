@@ -41,12 +41,7 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 class LoadCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    root_ = (fs::temp_directory_path() / ("la_load_test_" + std::to_string(::getpid()))).string();
-    fs::create_directories(root_);
-    MakeTinyArgs args;
-    args.out = root_ + "/ckpt";
-    args.seed = 5;
-    Status s = WriteTinyCheckpoint(args);
+    Status s = testutil::MakeTinySuiteRoot("la_load_test", 5, &root_);
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   static void TearDownTestSuite() {

@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstdlib>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -47,6 +49,29 @@ std::string Y4mFrames(const std::string& y4m) {
   const size_t p = y4m.find("FRAME");
   return p == std::string::npos ? std::string() : y4m.substr(p);
 }
+// Frames of two process layouts (docs/testing.md, "Tolerances"): Ulysses head splits and spatially split VAE decodes
+// change the shapes of matmuls and convolutions and so the order of fp32 sums (relative differences ~1e-6 through
+// the DiT and the VAE). Quantised to 8 bits that can move a sample lying on a rounding boundary by one step, in a
+// tiny fraction of samples. Bound, for any machine: every sample within 1 of the reference and at most 1 in 1000
+// samples different. (Bit-exactness is promised only for the same layout, seed and machine: Generate.* checks it.)
+::testing::AssertionResult FramesMatchAcrossLayouts(const std::string& got, const std::string& want) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure() << "frame bytes " << got.size() << " != " << want.size();
+  }
+  size_t differ = 0;
+  int worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const int d = std::abs(static_cast<int>(static_cast<uint8_t>(got[i])) - static_cast<uint8_t>(want[i]));
+    differ += d != 0;
+    worst = std::max(worst, d);
+  }
+  const double fraction = got.empty() ? 0.0 : static_cast<double>(differ) / static_cast<double>(got.size());
+  if (worst > 1 || fraction > 1e-3) {
+    return ::testing::AssertionFailure() << differ << " samples differ (" << fraction << "), by up to " << worst;
+  }
+  return ::testing::AssertionSuccess() << differ << " samples differ by 1 (" << fraction << ")";
+}
+
 size_t CountFrames(const std::string& y4m) {
   size_t n = 0;
   for (size_t p = y4m.find("FRAME"); p != std::string::npos; p = y4m.find("FRAME", p + 5)) ++n;
@@ -133,7 +158,8 @@ class ParallelGenerate : public ::testing::Test {
     const std::string y4m = Slurp(out);
     EXPECT_EQ(y4m.substr(0, y4m.find('\n')), ref.substr(0, ref.find('\n')));  // W384 H256 F25:1 ...
     EXPECT_EQ(CountFrames(y4m), 21u);
-    EXPECT_TRUE(Y4mFrames(y4m) == Y4mFrames(ref)) << script << ": frames differ from the single-process run";
+    EXPECT_TRUE(FramesMatchAcrossLayouts(Y4mFrames(y4m), Y4mFrames(ref)))
+        << script << ": frames differ from the single-process run";
     EXPECT_FALSE(fs::exists(out + ".partial"));
   }
 
@@ -177,7 +203,7 @@ TEST_F(ParallelGenerate, ReferenceLaunchScriptsRunTheirLayouts) {
     ASSERT_EQ(RunScript(s, out, 1), 0) << Slurp(out + ".log");
     const std::string y4m = Slurp(out);
     EXPECT_EQ(CountFrames(y4m), 9u) << s;
-    EXPECT_TRUE(Y4mFrames(y4m) == first_clip) << s << ": frames differ from the single-process run";
+    EXPECT_TRUE(FramesMatchAcrossLayouts(Y4mFrames(y4m), first_clip)) << s << ": frames differ from the single-process run";
   }
 }
 
@@ -221,6 +247,33 @@ TEST_F(ParallelGenerate, RefusedLayoutsAndFailingRanksLeaveNoOutput) {
   EXPECT_NE(rc, 99) << "the run ended before a rank could be killed";
   EXPECT_NE(Slurp(log).find("killed by signal 9"), std::string::npos) << Slurp(log);
   for (const char* f : {"killed.y4m", "killed.wav", "killed.y4m.partial", "killed.wav.partial"}) {
+    EXPECT_FALSE(fs::exists(root_ + "/" + f)) << f;
+  }
+}
+
+// The launcher itself killed with SIGKILL mid-run: its workers learn it from the kernel (parent-death signal),
+// exit, and the writer removes its partial output; nothing is left behind and no worker lingers.
+TEST_F(ParallelGenerate, KilledLauncherLeavesNoWorkersAndNoPartialOutput) {
+  const std::string base = Q(Bin()) + " generate --log-level warn --no_fp8 --threads 1 --ckpt_dir " +
+                           Q(root_ + "/ckpt") + " --image " + Q(Src() + "/examples/face.png") + " --audio " +
+                           Q(Src() + "/examples/speech.wav") + " --size 384*256 --infer_frames 12 ";
+  const std::string out = root_ + "/orphaned.y4m", log = root_ + "/orphaned.log";
+  const std::string script =
+      base + "--num_clip 2 --nproc_per_node 2 --num_gpus_dit 2 --save_file " + Q(out) + " 2> " + Q(log) +
+      " & pid=$!; for i in $(seq 1 1500); do [ -e " + Q(out + ".partial") +
+      " ] && break; kill -0 $pid 2> /dev/null || break; sleep 0.2; done; [ -e " + Q(out + ".partial") +
+      " ] || { echo 'no partial output seen' >&2; exit 99; }; workers=$(pgrep -P $pid | tr '\\n' ' '); "
+      "kill -9 $pid; wait $pid 2> /dev/null; "
+      "for i in $(seq 1 300); do alive=0; for w in $workers; do kill -0 $w 2> /dev/null && alive=1; done; "
+      "[ $alive = 0 ] && exit 0; sleep 0.2; done; echo \"workers still alive: $workers\" >&2; kill -9 $workers; exit 98";
+  std::ofstream(root_ + "/kill_launcher.sh") << script << "\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = Shell("bash " + Q(root_ + "/kill_launcher.sh"));
+  EXPECT_NE(rc, 99) << "the run ended before the launcher could be killed\n" << Slurp(log);
+  EXPECT_EQ(rc, 0) << "workers outlived the launcher by 60 s\n" << Slurp(log);
+  std::printf("[faults] launcher killed: workers gone %.1f s after the start of the run\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  for (const char* f : {"orphaned.y4m", "orphaned.wav", "orphaned.y4m.partial", "orphaned.wav.partial"}) {
     EXPECT_FALSE(fs::exists(root_ + "/" + f)) << f;
   }
 }

@@ -125,7 +125,7 @@ TEST(SafetensorsTest, MalformedFilesNameTheFileAndTensor) {
   std::vector<Malformed> cases = {
       {"truncated", std::string("\x05\x00\x00", 3), "8-byte"},
       {"header_past_eof", SafetensorsImage("{}", 0).substr(0, 8) + "{", "past the end"},
-      {"header_len_huge", huge_len + "{}", "exceeds"},
+      {"header_len_huge", huge_len + "{}", "hex ffffffffffffffff) are not a safetensors header length"},
       {"overlap",
        SafetensorsImage(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
