@@ -339,11 +339,7 @@ int RunGenerate(const ParsedCommand& parsed) {
   }
   if (layout->world.distributed()) return RunGenerateRank(cmd, *layout);
 
-  const pipeline::GenerationRequest req = RequestFrom(cmd.run);
-  if (Status s = CheckInputs(req, cmd.run.output.overwrite); !s.ok()) {
-    LA_LOG_ERROR("generate: {}", s.message());
-    return s.code() == Status::Code::kInvalidArgument ? 2 : 1;  // a missing required flag is a usage error
-  }
+  const pipeline::GenerationRequest req = RequestFrom(cmd.run);  // checked above, before planning
   const pipeline::EngineOptions eopt = EngineOptionsFrom(cmd.run);
   pipeline::ProgressReporter progress;
   auto result = CatchOutOfMemory(cmd.run, eopt.device, [&]() -> StatusOr<pipeline::GenerationResult> {

@@ -154,11 +154,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
     // T5.
     const std::string t5_path = (dir / io::kT5File).string();
     LA_ASSIGN_OR_RETURN(auto store, io::OpenTensorStore(t5_path));
+    // Its dim against the DiT's text_dim (and wav2vec2's against audio_dim) was checked by the pre-flight.
     LA_ASSIGN_OR_RETURN(models::t5::T5Config t5cfg, InferT5ConfigFromWeights(*store));
-    if (t5cfg.dim != dit_config.text_dim) {
-      return Status::Corruption(t5_path + ": T5 dim " + std::to_string(t5cfg.dim) + " != DiT text_dim " +
-                                std::to_string(dit_config.text_dim));
-    }
     models::LoadOptions lo;
     lo.dtype = options.dtype;
     lo.device = options.t5_cpu ? c10::Device(c10::kCPU) : options.device;
@@ -173,11 +170,6 @@ StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
     models::LoadOptions wlo;
     wlo.device = options.device;
     LA_ASSIGN_OR_RETURN(models::audio::Wav2Vec2 w, models::audio::Wav2Vec2::Load((dir / io::kWav2Vec2Dir).string(), wlo));
-    if (w.config().hidden_size != dit_config.audio_dim) {
-      return Status::Corruption((dir / io::kWav2Vec2Dir).string() + ": wav2vec2 hidden size " +
-                                std::to_string(w.config().hidden_size) + " != DiT audio_dim " +
-                                std::to_string(dit_config.audio_dim));
-    }
     impl->wav2vec2 = std::make_unique<models::audio::Wav2Vec2>(std::move(w));
     if (options.on_loaded) options.on_loaded("wav2vec2", MsSince(t_comp) / 1000.0);
   }
