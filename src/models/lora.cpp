@@ -57,6 +57,12 @@ std::vector<std::string> SplitTargets(const std::string& s) {
   return out;
 }
 
+// The one range rule for a LoRA alpha, whether it comes from a training config or a caller.
+Status CheckLoraAlpha(double alpha, const std::string& what) {
+  if (std::isfinite(alpha) && alpha > 0 && alpha <= 1e6) return Status::Ok();
+  return Status::InvalidArgument(what + " must be a finite value in (0, 1e6]");
+}
+
 }  // namespace
 
 std::vector<std::string> DefaultLoraTargets() { return {"q", "k", "v", "o", "ffn.0", "ffn.2"}; }
@@ -79,9 +85,7 @@ StatusOr<LoraTrainingConfig> LoadLoraTrainingConfig(const std::string& path) {
     return Status::InvalidArgument(path + ": bad field type: " + e.what());
   }
   if (c.rank <= 0) return Status::InvalidArgument(path + ": field \"lora_rank\" must be positive");
-  if (!std::isfinite(c.alpha) || c.alpha <= 0 || c.alpha > 1e6) {
-    return Status::InvalidArgument(path + ": field \"lora_alpha\" must be a finite value in (0, 1e6]");
-  }
+  LA_RETURN_IF_ERROR(CheckLoraAlpha(c.alpha, path + ": field \"lora_alpha\""));
   return c;
 }
 
@@ -148,10 +152,7 @@ StatusOr<LoraMatch> ResolveLora(const io::TensorStore& lora,
 StatusOr<LoraApplier> LoraApplier::Create(std::shared_ptr<const io::TensorStore> lora,
                                           const std::map<std::string, std::vector<int64_t>>& base_shapes, double alpha,
                                           int rank, const std::vector<std::string>& targets) {
-  if (!std::isfinite(alpha) || alpha <= 0 || alpha > 1e6) {
-    return Status::InvalidArgument(lora->path() + ": LoRA alpha " + std::to_string(alpha) +
-                                   " is not a finite value in (0, 1e6]");
-  }
+  LA_RETURN_IF_ERROR(CheckLoraAlpha(alpha, lora->path() + ": LoRA alpha " + std::to_string(alpha)));
   LA_ASSIGN_OR_RETURN(LoraMatch match, ResolveLora(*lora, base_shapes, rank, targets));
   LoraApplier a;
   for (auto& [module, p] : match.pairs) a.by_weight_[module + ".weight"] = std::move(p);
